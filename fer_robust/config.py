@@ -1,0 +1,426 @@
+"""Typed, validated configuration.
+
+A run's config is built in three layers (as DINOv2 does): the dataclass defaults below, then a YAML
+file (which may name a ``_base_`` YAML it extends, relative to itself), then ``key.sub=value``
+overrides from the command line. Every key is checked against the dataclasses: an unknown key or a
+value of the wrong type is a :class:`ConfigError` that names the key and the file it came from.
+The resolved config is saved with every run (:func:`save_config`) and can be reloaded exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+__all__ = [
+    "ConfigError", "DataConfig", "NoiseConfig", "AugmentConfig", "MIMConfig", "ARMConfig",
+    "ModelConfig", "OptimConfig", "StageConfig", "SplitConfig", "DCLConfig", "RelabelConfig",
+    "RobustConfig", "Config", "load_config", "save_config", "config_to_dict", "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and its source."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class NoiseConfig:
+    """Synthetic or annotator label noise injected into the training split (never val/test)."""
+    type: Literal["none", "symmetric", "asymmetric", "annotator"] = "none"
+    rate: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation. Evaluation uses resize + normalise only."""
+    hflip: float = 0.5
+    # RandomResizedCrop scale range; (1, 1) disables cropping.
+    crop_scale: tuple[float, float] = (0.8, 1.0)
+    rotation: float = 10.0
+    color_jitter: float = 0.2
+    random_erasing: float = 0.0
+
+
+@dataclass
+class DataConfig:
+    """Which benchmark, where it lives on disk and how it is loaded."""
+    name: Literal["demo", "ferplus", "rafdb", "affectnet7", "affectnet8", "sfew", "fer2013",
+                  "folder"] = "demo"
+    root: str = ""
+    img_size: int = 64
+    # Fraction of train carved out (seeded, stratified) as validation where a benchmark has none.
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    # Warn (with a count and the first paths) instead of failing on unreadable images.
+    skip_unreadable: bool = False
+    # Decode every image once and keep the uint8 array in memory (small benchmarks: FERPlus, demo).
+    cache_in_memory: bool = False
+    num_workers: int = 2
+    sampler: Literal["random", "mrr", "class_balanced"] = "random"
+    # Demo data size (procedurally drawn faces).
+    demo_train_per_class: int = 120
+    demo_val_per_class: int = 40
+    demo_test_per_class: int = 40
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class MIMConfig:
+    """Masked-image-modelling head of the local branch."""
+    enabled: bool = True
+    mask_ratio: float = 0.6
+    # Patch size in input pixels; must divide the input size.
+    patch_size: int = 8
+    # Share of each training batch that is masked. The masked images go through the same single
+    # forward pass as the unmasked ones (and are classified too, like random erasing), so MIM costs
+    # no second backbone pass.
+    masked_fraction: float = 0.5
+    decoder_dim: int = 128
+    # Normalise the target pixels per patch (MAE's norm_pix_loss).
+    norm_pix_loss: bool = True
+
+
+@dataclass
+class ARMConfig:
+    """Amend Representation Module (the pooling stage)."""
+    # Momentum of the running affinity estimate used at evaluation (BatchNorm convention).
+    momentum: float = 0.1
+    # Weight of the affinity term (ARM subtracts the batch mean of the rearranged features).
+    affinity_weight: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["two_branch", "baseline"] = "two_branch"
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    # Local weight file (timm/torchvision state dict or an MS-Celeb-1M checkpoint); loads offline.
+    pretrained_file: str = ""
+    pooling: Literal["arm", "avg"] = "arm"
+    drop_rate: float = 0.0
+    # Dimension of the local representation L.
+    local_dim: int = 256
+    # Give the local branch its own classifier (its CE is added with weight loss 'local_ce').
+    local_head: bool = True
+    mim: MIMConfig = field(default_factory=MIMConfig)
+    arm: ARMConfig = field(default_factory=ARMConfig)
+
+
+@dataclass
+class OptimConfig:
+    opt: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    sched: str = "cosine"
+    warmup_epochs: int = 1
+    min_lr: float = 1e-6
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    grad_accum_steps: int = 1
+    clip_grad: float = 0.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class StageConfig:
+    """One training stage. ``kind`` decides what happens around each epoch; ``loss_weights`` which
+    loss terms are summed (keys: ce, local_ce, mim, dcl, soft_ce)."""
+    name: str = "warmup"
+    kind: Literal["warmup", "self_paced", "semi_supervised"] = "warmup"
+    epochs: int = 1
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"ce": 1.0, "local_ce": 0.5,
+                                                                    "mim": 1.0})
+
+
+@dataclass
+class SplitConfig:
+    """Class-dependent two-component GMM split of per-sample losses."""
+    threshold: float = 0.5
+    normalize: Literal["minmax", "none"] = "minmax"
+    # Classes with fewer samples than this use the fallback instead of their own GMM.
+    min_class_size: int = 20
+    # 'global': posterior from a GMM fitted on all classes' losses; 'clean': treat all as clean.
+    fallback: Literal["global", "clean"] = "global"
+    # Average each sample's loss over the last N passes before fitting (1 = no smoothing).
+    loss_window: int = 1
+    max_iter: int = 10
+    tol: float = 1e-2
+    reg_covar: float = 5e-4
+    seed: int = 0
+
+
+@dataclass
+class DCLConfig:
+    """Distribution contrastive loss."""
+    temperature: float = 0.1
+    # Per-class memory of clean embeddings (FIFO, this many per class); 0 uses the batch only.
+    memory_per_class: int = 256
+
+
+@dataclass
+class RelabelConfig:
+    """Retrieval relabelling of noisy samples among clean ones."""
+    k: int = 50
+    backend: Literal["faiss", "torch"] = "faiss"
+    index: Literal["flat", "ivf"] = "flat"
+    nlist: int = 1024
+    nprobe: int = 32
+    # Only relabelled samples whose soft label's top probability reaches this train on it.
+    min_confidence: float = 0.0
+    # Soft labels are sharpened with this temperature before training on them (1 = as computed).
+    sharpen: float = 1.0
+
+
+@dataclass
+class RobustConfig:
+    split: SplitConfig = field(default_factory=SplitConfig)
+    dcl: DCLConfig = field(default_factory=DCLConfig)
+    relabel: RelabelConfig = field(default_factory=RelabelConfig)
+    # Per-sample pass (and split/relabel) every this many epochs inside robust stages.
+    pass_every: int = 1
+
+
+@dataclass
+class Config:
+    """Top-level run config."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    seed: int = 42
+    output_dir: str = "runs/demo"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    log_tensorboard: bool = False
+    # Save an accelerate checkpoint every N epochs (the last is always kept).
+    checkpoint_every: int = 1
+    progress_bar: bool = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Building from dicts with validation
+# --------------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (converting YAML forms where lossless)."""
+    origin = get_origin(tp)
+    where = f"{key!r} (from {source})"
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for section {_type_name(tp)}, "
+                              f"got {type(value).__name__}")
+        return _build(tp, value, key, source)
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
+        return value
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(v, item_tp, f"{key}.{i}", source) for i, v in enumerate(value)]
+    if origin is tuple:
+        item_tps = get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(item_tps):
+            raise ConfigError(f"{where}: expected a list of {len(item_tps)} values, got {value!r}")
+        return tuple(_coerce(v, t, f"{key}.{i}", source) for i, (v, t) in enumerate(zip(value, item_tps)))
+    if origin is dict:
+        k_tp, v_tp = get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        return {_coerce(k, k_tp, f"{key}.{k}", source): _coerce(v, v_tp, f"{key}.{k}", source)
+                for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or
+                                           (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict, prefix: str, source: str):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        full = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown config key {full!r} (from {source}); "
+                          f"valid keys{' of ' + prefix if prefix else ''}: {sorted(names)}")
+    kwargs = {}
+    for k, v in values.items():
+        full = f"{prefix}.{k}" if prefix else k
+        kwargs[k] = _coerce(v, hints[k], full, source)
+    obj = cls(**kwargs)
+    # Fill in default sub-sections that were not given, keeping given ones.
+    return obj
+
+
+def config_to_dict(cfg: Any) -> Any:
+    """Plain-Python (YAML-safe) form of a config or any section of it."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [config_to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: config_to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "loss_weights":
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, _seen: tuple = ()) -> tuple[dict, list[str]]:
+    """Read a YAML file and the chain of ``_base_`` files it extends. Returns (merged, sources)."""
+    path = path.resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: circular _base_ chain")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    base = data.pop("_base_", None)
+    sources = [str(path)]
+    if base:
+        base_data, base_sources = _read_yaml((path.parent / base), _seen + (path,))
+        # Validate this file's keys against the schema on their own, to name the right file.
+        _build(Config, _deep_merge(config_to_dict(Config()), data), "", str(path))
+        data = _deep_merge(base_data, data)
+        sources = base_sources + sources
+    return data, sources
+
+
+def _set_path(tree: dict, dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        here = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"override {dotted!r} ({source}): {here!r} is not a valid index")
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            if part not in node:
+                raise ConfigError(f"unknown config key {here!r} in override {dotted!r} ({source})")
+            node = node[part]
+        else:
+            raise ConfigError(f"override {dotted!r} ({source}): {here!r} is not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"override {dotted!r} ({source}): {last!r} is not a valid index")
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        is_free_mapping = dotted.split(".")[-2:-1] == ["loss_weights"]
+        if last not in node and not is_free_mapping:
+            raise ConfigError(f"unknown config key {dotted!r} in override ({source})")
+        node[last] = value
+    else:
+        raise ConfigError(f"override {dotted!r} ({source}): parent is not a section")
+
+
+def apply_overrides(tree: dict, overrides: list[str], source: str = "command line") -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a plain config dict."""
+    tree = config_to_dict(tree)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} ({source}) must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, key.strip(), value, source)
+    return tree
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults ⊕ YAML file (with its ``_base_`` chain) ⊕ command-line overrides, validated."""
+    tree = config_to_dict(Config())
+    source = "defaults"
+    if path is not None:
+        data, sources = _read_yaml(Path(path))
+        source = sources[-1]
+        # Stages given in YAML replace the default list wholesale; each stage starts from defaults.
+        tree = _deep_merge(tree, data)
+        _build(Config, tree, "", source)  # names the file when its keys are wrong
+    if overrides:
+        tree = apply_overrides(tree, overrides)
+        source = "command line"
+    cfg = _build(Config, tree, "", source)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    if not cfg.stages:
+        raise ConfigError("'stages': at least one stage is needed")
+    for i, st in enumerate(cfg.stages):
+        if st.epochs < 0:
+            raise ConfigError(f"'stages.{i}.epochs' must be >= 0, got {st.epochs}")
+        bad = set(st.loss_weights) - {"ce", "local_ce", "mim", "dcl", "soft_ce"}
+        if bad:
+            raise ConfigError(f"'stages.{i}.loss_weights': unknown loss term(s) {sorted(bad)}; "
+                              "valid: ce, local_ce, mim, dcl, soft_ce")
+    if sum(st.epochs for st in cfg.stages) == 0:
+        raise ConfigError("'stages': all stages have zero epochs")
+    if not 0.0 <= cfg.data.noise.rate < 1.0:
+        raise ConfigError(f"'data.noise.rate' must be in [0, 1), got {cfg.data.noise.rate}")
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"'data.val_fraction' must be in [0, 1), got {cfg.data.val_fraction}")
+    if not 0.0 <= cfg.model.mim.mask_ratio < 1.0:
+        raise ConfigError(f"'model.mim.mask_ratio' must be in [0, 1), got {cfg.model.mim.mask_ratio}")
+    if cfg.data.img_size % cfg.model.mim.patch_size and cfg.model.mim.enabled \
+            and cfg.model.arch == "two_branch":
+        raise ConfigError(f"'model.mim.patch_size' ({cfg.model.mim.patch_size}) must divide "
+                          f"'data.img_size' ({cfg.data.img_size})")
+    if cfg.optim.batch_size < 1 or cfg.optim.grad_accum_steps < 1:
+        raise ConfigError("'optim.batch_size' and 'optim.grad_accum_steps' must be >= 1")
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from fer_robust.utils import atomic_write_text
+    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
