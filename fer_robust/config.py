@@ -88,6 +88,8 @@ class MIMConfig:
     decoder_dim: int = 128
     # Normalise the target pixels per patch (MAE's norm_pix_loss).
     norm_pix_loss: bool = True
+    # Reconstruction loss on masked patches: 'l1' (SimMIM) or 'mse' (MAE).
+    loss: Literal["l1", "mse"] = "l1"
 
 
 @dataclass
@@ -95,12 +97,16 @@ class ARMConfig:
     """Amend Representation Module (the pooling stage)."""
     # Momentum of the running affinity estimate used at evaluation (BatchNorm convention).
     momentum: float = 0.1
-    # Weight of the affinity term (ARM subtracts the batch mean of the rearranged features).
+    # Initial weight alpha of the affinity term (ARM adds alpha times the batch mean of the
+    # de-albino'd features to every image's map; alpha is learned, as in ARM's code).
     affinity_weight: float = 1.0
+    learn_affinity_weight: bool = True
 
 
 @dataclass
 class ModelConfig:
+    """The network: 'two_branch' (local + global branches, MIM head, ARM pooling) or the
+    'baseline' control (backbone + global average pooling + linear)."""
     arch: Literal["two_branch", "baseline"] = "two_branch"
     backbone: str = "resnet18"
     pretrained: bool = False
@@ -112,6 +118,8 @@ class ModelConfig:
     local_dim: int = 256
     # Give the local branch its own classifier (its CE is added with weight loss 'local_ce').
     local_head: bool = True
+    # The local branch max-pools its projected map over a local_grid x local_grid grid of regions.
+    local_grid: int = 2
     mim: MIMConfig = field(default_factory=MIMConfig)
     arm: ARMConfig = field(default_factory=ARMConfig)
 
@@ -154,6 +162,9 @@ class SplitConfig:
     fallback: Literal["global", "clean"] = "global"
     # Average each sample's loss over the last N passes before fitting (1 = no smoothing).
     loss_window: int = 1
+    # Make clean_prob non-increasing in the loss: a two-Gaussian posterior turns back up in the far
+    # tail of whichever component is wider, which would call the highest-loss samples clean.
+    monotone: bool = True
     max_iter: int = 10
     tol: float = 1e-2
     reg_covar: float = 5e-4
@@ -166,6 +177,8 @@ class DCLConfig:
     temperature: float = 0.1
     # Per-class memory of clean embeddings (FIFO, this many per class); 0 uses the batch only.
     memory_per_class: int = 256
+    # Weight of the spread shift beside the mean shift in the distribution distance d_c(v).
+    spread_weight: float = 1.0
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""Print a benchmark's per-split, per-class image counts.
+
+    python -m fer_robust.cli.data_summary --dataset ferplus --root ../shared/data/ferplus
+
+A split whose folder or file is absent (e.g. FERPlus ``FER2013Test/``) is skipped with a note; any
+other format problem stops with an error naming the file (and line).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from fer_robust.config import DataConfig
+from fer_robust.data.base import DatasetFormatError
+from fer_robust.data.registry import DATASET_NAMES, dataset_summary, format_summary
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fer-data-summary", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="benchmark name")
+    parser.add_argument("--root", default="", help="folder holding the benchmark (see data/README.md)")
+    parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
+                        help="share of train carved out as val where a benchmark has no val split")
+    parser.add_argument("--split-seed", type=int, default=DataConfig.split_seed,
+                        help="seed of the val carve")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="warn about and drop missing/empty images instead of failing")
+    parser.add_argument("--json", default="", help="also write the summary to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``fer-data-summary``; returns the exit status (1 on a format error)."""
+    args = build_parser().parse_args(argv)
+    data_cfg = DataConfig(name=args.dataset, root=args.root, val_fraction=args.val_fraction,
+                          split_seed=args.split_seed, skip_unreadable=args.skip_unreadable)
+    try:
+        summary = dataset_summary(data_cfg)
+    except (DatasetFormatError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    if args.json:
+        from fer_robust.utils import atomic_write_json
+        atomic_write_json(args.json, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

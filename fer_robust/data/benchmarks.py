@@ -1,0 +1,170 @@
+"""One place for every benchmark's classes, their order, its splits and its confusable classes.
+
+Class order is each benchmark's *official* label order (the ids its label files use), so a model
+trained here reports per-class numbers in the order its peers do. Readers import their class list
+from :data:`BENCHMARKS`; nothing else in the package spells class names.
+
+Confusable classes (used by asymmetric, pair-flip label noise): each emotion is flipped to the one
+it is most often mistaken for in published FER confusion matrices (RAF-DB, FERPlus, AffectNet):
+
+==========  ==========  ==================================================================
+emotion     flips to    why
+==========  ==========  ==================================================================
+sad         neutral     low-arousal faces; the largest off-diagonal cell on RAF-DB/FERPlus
+neutral     sad         the same pair, the other way
+happy       surprise    both open the mouth and raise the cheeks
+surprise    fear        raised brows, widened eyes; the classic fear/surprise confusion
+fear        surprise    the same pair, the other way
+anger       disgust     lowered brows, tightened mouth
+disgust     anger       the same pair, the other way
+contempt    neutral     a faint, one-sided expression usually read as neutral
+==========  ==========  ==================================================================
+
+The map is written once over canonical emotion names (:data:`CONFUSABLE`) and resolved per benchmark
+by name, so every benchmark (and any image folder whose class names are emotions) gets the same
+rule in its own class order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["BenchmarkSpec", "BENCHMARKS", "CONFUSABLE", "SPLITS", "canonical_emotion",
+           "confusable_targets", "get_benchmark"]
+
+#: The three splits every reader serves.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: Canonical emotion -> the emotion it is most often confused with (see the module docstring).
+CONFUSABLE: dict[str, str] = {
+    "sad": "neutral",
+    "neutral": "sad",
+    "happy": "surprise",
+    "surprise": "fear",
+    "fear": "surprise",
+    "anger": "disgust",
+    "disgust": "anger",
+    "contempt": "neutral",
+}
+
+# Spellings the benchmarks use for the same emotion.
+_SYNONYMS: dict[str, str] = {
+    "neutral": "neutral", "neutrality": "neutral",
+    "happy": "happy", "happiness": "happy", "joy": "happy",
+    "sad": "sad", "sadness": "sad",
+    "surprise": "surprise", "surprised": "surprise",
+    "fear": "fear", "fearful": "fear", "afraid": "fear",
+    "anger": "anger", "angry": "anger",
+    "disgust": "disgust", "disgusted": "disgust",
+    "contempt": "contempt",
+}
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """What a benchmark is on disk and by protocol.
+
+    Attributes:
+        name: the ``data.name`` config value.
+        classes: class names in the benchmark's official label order (id = position).
+        split_sources: split -> where it comes from (folder, file or ``"carved from ..."``).
+        carved_splits: splits that do not exist natively and are carved (seeded, stratified).
+        expected_counts: split -> the image count of the standard protocol (documentation and
+            summary checks; carved splits depend on ``val_fraction`` and are left out).
+    """
+    name: str
+    classes: tuple[str, ...]
+    split_sources: dict[str, str]
+    carved_splits: tuple[str, ...] = ()
+    expected_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def confusable_targets(self) -> np.ndarray:
+        """``(C,)`` int array: class id -> id of its confusable class."""
+        return confusable_targets(self.classes)
+
+
+_AFFECTNET8 = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in [
+    BenchmarkSpec(
+        "ferplus",
+        ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
+        {"train": "FER2013Train/", "val": "FER2013Valid/", "test": "FER2013Test/"},
+        expected_counts={"train": 25045, "val": 3191, "test": 3137}),
+    BenchmarkSpec(
+        # list_patition_label.txt ids 1..7 in this order; id k is stored as k - 1.
+        "rafdb",
+        ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"),
+        {"train": "train_* rows minus the carved val", "val": "carved from train_* rows",
+         "test": "test_* rows"},
+        carved_splits=("val",), expected_counts={"test": 3068}),
+    BenchmarkSpec(
+        "affectnet8", _AFFECTNET8,
+        {"train": "training.csv minus the carved val", "val": "carved from training.csv",
+         "test": "validation.csv"},
+        carved_splits=("val",), expected_counts={"test": 4000}),
+    BenchmarkSpec(
+        "affectnet7", _AFFECTNET8[:7],
+        {"train": "training.csv minus the carved val", "val": "carved from training.csv",
+         "test": "validation.csv"},
+        carved_splits=("val",), expected_counts={"test": 3500}),
+    BenchmarkSpec(
+        "sfew",
+        ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"),
+        {"train": "Train/ minus the carved val", "val": "carved from Train/", "test": "Val/"},
+        carved_splits=("val",), expected_counts={"test": 436}),
+    BenchmarkSpec(
+        "fer2013",
+        ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"),
+        {"train": "fer2013.csv Usage=Training", "val": "fer2013.csv Usage=PublicTest",
+         "test": "fer2013.csv Usage=PrivateTest"},
+        expected_counts={"train": 28709, "val": 3589, "test": 3589}),
+    BenchmarkSpec(
+        "demo",
+        ("neutral", "happy", "sad", "surprise", "angry", "disgust", "fear"),
+        {"train": "drawn", "val": "drawn", "test": "drawn"}),
+]}
+
+
+def get_benchmark(name: str) -> BenchmarkSpec:
+    """The spec of benchmark ``name`` (a ``data.name`` value other than ``folder``)."""
+    try:
+        return BENCHMARKS[name]
+    except KeyError:
+        raise KeyError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}") from None
+
+
+def canonical_emotion(class_name: str) -> str | None:
+    """The canonical emotion a class name denotes (``"Happiness"`` -> ``"happy"``), or None."""
+    return _SYNONYMS.get(class_name.strip().lower())
+
+
+def confusable_targets(classes: Sequence[str]) -> np.ndarray:
+    """Map each class id to the id of its confusable class (rule: :data:`CONFUSABLE`).
+
+    Works for any class list whose names are emotions (benchmarks and image folders alike).
+
+    Raises:
+        ValueError: a class name is not an emotion, or its confusable emotion is not among
+            ``classes`` (e.g. a folder without ``neutral``); asymmetric noise is undefined there.
+    """
+    canon = [canonical_emotion(c) for c in classes]
+    unknown = [c for c, k in zip(classes, canon) if k is None]
+    if unknown:
+        raise ValueError(f"no confusable class is defined for class(es) {unknown}: "
+                         f"known emotions are {sorted(CONFUSABLE)}")
+    position = {k: i for i, k in enumerate(canon)}
+    out = np.empty(len(classes), dtype=np.int64)
+    for i, k in enumerate(canon):
+        partner = CONFUSABLE[k]
+        if partner not in position:
+            raise ValueError(f"class {classes[i]!r} flips to {partner!r}, which is not among "
+                             f"the classes {list(classes)}")
+        out[i] = position[partner]
+    return out

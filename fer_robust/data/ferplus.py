@@ -1,0 +1,108 @@
+"""FERPlus: FER2013 faces re-annotated by 10 crowd taggers each (Barsoum et al., ICMI 2016).
+
+On-disk layout (what the FER+ repository's ``generate_training_data.py`` writes)::
+
+    root/FER2013Train/label.csv + *.png   -> train
+    root/FER2013Valid/label.csv + *.png   -> val
+    root/FER2013Test/label.csv  + *.png   -> test
+
+``label.csv`` has no header; each row is ``file name, "(x, y, w, h)", 10 vote counts`` over
+neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF (not a face).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from fer_robust.data.base import DatasetFormatError, FERDataset
+from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data._reading import check_split, finish_dataset, require_dir, require_file
+
+__all__ = ["read_ferplus", "majority_vote", "FERPLUS_SPLIT_FOLDERS"]
+
+FERPLUS_SPLIT_FOLDERS: dict[str, str] = {"train": "FER2013Train", "val": "FER2013Valid",
+                                         "test": "FER2013Test"}
+# 8 emotions + unknown + NF.
+_NUM_VOTE_COLUMNS = 10
+_NUM_EMOTIONS = 8
+
+
+def majority_vote(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The FER+ majority-vote protocol (FER+ paper; ``ferplus.py`` of the FER+ repository).
+
+    1. an emotion with a single vote is an outlier: counts ``<= 1`` become 0;
+    2. the image is kept only if its top class has more than half of the remaining votes
+       (so a tie for the top is dropped, and so is an image with no vote left);
+    3. an image whose top class is unknown or NF is dropped.
+
+    Args:
+        votes: ``(N, 10)`` vote counts, columns neutral..contempt, unknown, NF.
+
+    Returns:
+        ``(keep, labels)``: ``(N,)`` bool mask of kept images and ``(N,)`` int64 label in 0..7
+        (meaningful where ``keep``).
+    """
+    votes = np.asarray(votes, dtype=np.float64)
+    pruned = np.where(votes <= 1, 0.0, votes)
+    top = pruned.max(axis=1)
+    labels = pruned.argmax(axis=1)
+    keep = (top > 0.5 * pruned.sum(axis=1)) & (labels < _NUM_EMOTIONS)
+    return keep, labels.astype(np.int64)
+
+
+def _parse_label_csv(label_file: Path) -> tuple[list[str], np.ndarray]:
+    """File names and ``(N, 10)`` int vote counts, with errors naming the file and line."""
+    names: list[str] = []
+    rows: list[list[int]] = []
+    with open(label_file, newline="") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != 2 + _NUM_VOTE_COLUMNS:
+                raise DatasetFormatError(f"{label_file}:{line}: expected 12 columns (file name, face "
+                                         f"box, 10 vote counts), got {len(row)}")
+            name = row[0].strip()
+            if not name:
+                raise DatasetFormatError(f"{label_file}:{line}: empty image file name")
+            try:
+                counts = [int(float(c)) for c in row[2:]]
+            except ValueError:
+                raise DatasetFormatError(f"{label_file}:{line}: vote counts must be integers, "
+                                         f"got {row[2:]}") from None
+            if min(counts) < 0:
+                raise DatasetFormatError(f"{label_file}:{line}: negative vote count in {counts}")
+            names.append(name)
+            rows.append(counts)
+    return names, np.asarray(rows, dtype=np.int64).reshape(-1, _NUM_VOTE_COLUMNS)
+
+
+def read_ferplus(root: str | Path, split: str, *, skip_unreadable: bool = False) -> FERDataset:
+    """FERPlus ``split`` under the majority-vote protocol (:func:`majority_vote`).
+
+    Gives 8 classes and 25,045 train / 3,191 val / 3,137 test images. ``dataset.votes`` holds the
+    *raw* ``(N, 8)`` vote counts over the 8 emotions (before single votes are zeroed; unknown and
+    NF left out): they are what the taggers said, which is what soft targets and annotator noise
+    sample from. ``dataset.notes`` records how many rows the protocol dropped.
+
+    Raises:
+        DatasetFormatError: missing root or ``label.csv``, a malformed row (file and line), a
+            missing image (unless ``skip_unreadable``), or an empty split.
+        SplitNotFoundError: the split's folder (e.g. ``FER2013Test``) is absent.
+    """
+    check_split(split, "ferplus")
+    root = require_dir(Path(root), "FERPlus root")
+    folder = require_dir(root / FERPLUS_SPLIT_FOLDERS[split], f"FERPlus {split}", missing_split=True)
+    label_file = require_file(folder / "label.csv", f"FERPlus {split} labels")
+    names, votes = _parse_label_csv(label_file)
+    keep, labels = majority_vote(votes)
+    kept = np.flatnonzero(keep)
+    notes = [f"majority vote kept {kept.size} of {len(names)} rows of {label_file.name} "
+             f"(dropped {len(names) - kept.size}: ambiguous, unknown or not a face)"]
+    return finish_dataset(BENCHMARKS["ferplus"].classes, labels[kept],
+                          [str(folder / names[i]) for i in kept], name="ferplus", split=split,
+                          skip_unreadable=skip_unreadable, notes=notes,
+                          votes=votes[kept, :_NUM_EMOTIONS].astype(np.float32))

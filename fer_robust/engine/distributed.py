@@ -1,0 +1,66 @@
+"""Every distributed concern in one place, on top of Hugging Face accelerate.
+
+The trainer, the per-sample pass and the tools call these helpers instead of touching
+``torch.distributed``: the same code then runs on this CPU, on one GPU, and under
+``accelerate launch`` on many GPUs or nodes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, broadcast_object_list
+
+__all__ = ["build_accelerator", "gather_by_index", "broadcast_object", "main_process_first"]
+
+
+def build_accelerator(mixed_precision: str = "no", grad_accum_steps: int = 1,
+                      run_dir: str | Path | None = None, log_tensorboard: bool = False,
+                      cpu: bool = False) -> Accelerator:
+    """An :class:`Accelerator` for a run. Checkpoint naming is ours (see ``engine.checkpoint``), so
+    accelerate's automatic naming stays off."""
+    log_with = None
+    if log_tensorboard:
+        try:
+            import tensorboard  # noqa: F401  (accelerate drops the tracker silently without it)
+        except ImportError as e:
+            raise RuntimeError("log_tensorboard=true needs the tensorboard package: "
+                               "pip install 'fer_robust[tensorboard]'") from e
+        log_with = "tensorboard"
+    project = ProjectConfiguration(project_dir=str(run_dir) if run_dir else ".",
+                                   logging_dir=str(Path(run_dir) / "tensorboard") if run_dir else None,
+                                   automatic_checkpoint_naming=False)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps,
+                       project_config=project, log_with=log_with, cpu=cpu)
+
+
+@torch.no_grad()
+def gather_by_index(accelerator: Accelerator, index: torch.Tensor, values: dict[str, torch.Tensor],
+                    arrays: dict[str, np.ndarray]) -> None:
+    """Gather ``(index, value)`` pairs from every process and scatter them into ``arrays`` by index.
+
+    Loaders sharded by accelerate pad the last batch with duplicates of earlier samples; a padded
+    duplicate carries the same index and the same value, so writing it twice is harmless. After the
+    pass every process holds identical arrays.
+    """
+    index = accelerator.gather(index.to(accelerator.device)).cpu().numpy()
+    for name, value in values.items():
+        gathered = accelerator.gather(value.contiguous().to(accelerator.device)).float().cpu().numpy()
+        arrays[name][index] = gathered
+
+
+def broadcast_object(accelerator: Accelerator, obj: Any) -> Any:
+    """Send a picklable object from the main process to all others (returns it everywhere)."""
+    if accelerator.num_processes == 1:
+        return obj
+    box = [obj if accelerator.is_main_process else None]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def main_process_first(accelerator: Accelerator):
+    """Context manager: the main process runs the block first (e.g. writes a file), then the rest."""
+    return accelerator.main_process_first()

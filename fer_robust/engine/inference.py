@@ -1,0 +1,56 @@
+"""Loading a trained model back from a run directory or a checkpoint, for the tools."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from fer_robust.config import Config, load_config
+from fer_robust.engine.checkpoint import CheckpointError, load_model_weights
+from fer_robust.models.factory import build_model
+
+__all__ = ["resolve_checkpoint", "load_trained_model"]
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """``(run_dir, weights_file)`` for a run directory (its best model), a checkpoint folder
+    (``checkpoints/epoch_XXX``) or a ``.safetensors`` weights file inside a run."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir() and (path / "config.yaml").is_file():
+        for name in ("best_model.safetensors", "last_model.safetensors"):
+            if (path / name).is_file():
+                return path, path / name
+        raise CheckpointError(f"{path} holds no best_model.safetensors (did training finish an epoch?)")
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        return path.parent.parent, path / "model.safetensors"
+    if path.is_file() and path.suffix == ".safetensors":
+        for run_dir in (path.parent, path.parent.parent.parent):
+            if (run_dir / "config.yaml").is_file():
+                return run_dir, path
+        raise CheckpointError(f"no config.yaml found beside {path} or its run directory")
+    raise CheckpointError(f"{path} is neither a run directory, a checkpoint folder nor a "
+                          ".safetensors file")
+
+
+def load_trained_model(path: str | Path, overrides: list[str] | None = None
+                       ) -> tuple[Config, torch.nn.Module, list[str], Path]:
+    """Build the model from the run's saved config and load its weights (eval mode).
+
+    Returns ``(config, model, class_names, run_dir)``.
+    """
+    run_dir, weights = resolve_checkpoint(path)
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    classes_file = run_dir / "classes.json"
+    if not classes_file.is_file():
+        raise CheckpointError(f"{classes_file} is missing")
+    class_names = json.loads(classes_file.read_text())
+    # The trained weights replace any pretrained ones: never fetch or read those again.
+    model_cfg = dataclasses.replace(cfg.model, pretrained=False, pretrained_file="")
+    model = build_model(model_cfg, len(class_names), cfg.data.img_size)
+    load_model_weights(model, weights)
+    model.eval()
+    return cfg, model, class_names, run_dir

@@ -1,0 +1,47 @@
+"""Per-epoch metrics: one JSON line per epoch (MAE's habit) and optional TensorBoard."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from fer_robust.utils import atomic_write_text
+
+__all__ = ["MetricsLog"]
+
+
+class MetricsLog:
+    """Appends one JSON object per epoch to ``metrics.jsonl`` (main process only)."""
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def append(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(_finite(record)) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def truncate_after(self, epoch: int) -> None:
+        """Keep only epochs <= ``epoch`` (a resumed run re-does the later ones)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        keep = [r for r in self.read() if r.get("epoch", -1) <= epoch]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _finite(obj):
+    """JSON has no NaN: write null instead."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,378 @@
+"""The staged trainer, on Hugging Face accelerate.
+
+Read top to bottom: :meth:`Trainer.setup` builds data, model, optimiser and scheduler and hands
+them to accelerate; :meth:`Trainer.fit` runs the stages epoch by epoch. Each epoch is
+
+    stage.on_epoch_start  ->  train_one_epoch  ->  evaluate(val)  ->  log  ->  checkpoint
+
+The same command runs on this CPU, on one GPU, and under ``accelerate launch`` on many GPUs or
+nodes. ``optim.batch_size`` is per process (accelerate's convention); the effective batch is
+``batch_size x processes x grad_accum_steps``.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from tqdm.auto import tqdm
+
+from fer_robust.config import Config, save_config
+from fer_robust.data.base import FERDataset
+from fer_robust.data.loaders import EpochShuffleSampler, build_eval_loader, build_train_loader
+from fer_robust.data.noise import inject_label_noise, save_noisy_labels
+from fer_robust.data.registry import build_dataset
+from fer_robust.data.samplers import build_sampler
+from fer_robust.data.transforms import build_transform
+from fer_robust.engine.checkpoint import CheckpointError, CheckpointManager, save_model_weights
+from fer_robust.engine.distributed import build_accelerator
+from fer_robust.engine.evaluation import classification_metrics, predict_logits
+from fer_robust.engine.run_logging import MetricsLog
+from fer_robust.engine.sample_state import SampleState
+from fer_robust.engine.stages import Stage, build_stage
+from fer_robust.losses.classification import soft_cross_entropy
+from fer_robust.models.factory import build_model
+from fer_robust.robust.gmm_split import LossHistory
+from fer_robust.robust.sample_pass import SamplePassResult, per_sample_pass
+from fer_robust.utils import atomic_save_npz, atomic_write_json, seed_everything
+
+__all__ = ["Trainer", "NonFiniteLossError", "RunDirError"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite (names the epoch, step and term)."""
+
+
+class RunDirError(RuntimeError):
+    """The run directory already holds a run (and ``--resume`` was not given), or lacks one."""
+
+
+def load_datasets(cfg: Config) -> tuple[FERDataset, FERDataset, FERDataset]:
+    """(train with train transforms, train with eval transforms, val) for a config."""
+    train = build_dataset(cfg.data, "train", build_transform(cfg.data, train=True))
+    val = build_dataset(cfg.data, "val", build_transform(cfg.data, train=False))
+    train_eval = copy.copy(train)
+    train_eval.transform = build_transform(cfg.data, train=False)
+    return train, train_eval, val
+
+
+def apply_label_noise(cfg: Config, train: FERDataset) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Inject the configured noise into ``train``; returns (true labels, changed mask) or Nones."""
+    if cfg.data.noise.type == "none":
+        return None, None
+    confusable = None
+    try:
+        from fer_robust.data import benchmarks
+        confusable = benchmarks.confusable_map(cfg.data.name)
+    except (ImportError, AttributeError, KeyError):
+        pass
+    true = train.clean_targets.copy()
+    noisy, changed = inject_label_noise(true, train.num_classes, cfg.data.noise, votes=train.votes,
+                                        confusable=confusable)
+    train.set_targets(noisy)
+    return true, changed
+
+
+class Trainer:
+    """Runs ``cfg.stages`` on ``cfg.data`` with ``cfg.model``, writing everything to ``run_dir``.
+
+    Files in the run directory: ``config.yaml`` (resolved config), ``metrics.jsonl`` (one line
+    per epoch), ``checkpoints/epoch_XXX`` (+ ``checkpoints/latest``), ``best_model.safetensors``
+    and ``best.json`` (chosen by validation accuracy, never test), ``noisy_labels.npz`` when noise
+    is injected, and ``samples/epoch_XXX.npz`` with the per-sample state of robust stages.
+    """
+
+    def __init__(self, cfg: Config, resume: bool = False, cpu: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.output_dir)
+        self.resume = resume
+        self.accelerator = build_accelerator(cfg.mixed_precision, cfg.optim.grad_accum_steps,
+                                             self.run_dir, cfg.log_tensorboard, cpu=cpu)
+        self.device = self.accelerator.device
+        self.is_main = self.accelerator.is_main_process
+        self.start_epoch = 0
+        self.num_updates = 0
+        self.best = {"epoch": -1, "val_accuracy": -1.0}
+
+    # ------------------------------------------------------------------------------------------
+    # setup
+    # ------------------------------------------------------------------------------------------
+    def setup(self) -> "Trainer":
+        cfg, acc = self.cfg, self.accelerator
+        self._check_run_dir()
+        seed_everything(cfg.seed)
+
+        self.train_set, self.train_eval_set, self.val_set = load_datasets(cfg)
+        if cfg.data.cache_in_memory:
+            for ds in (self.train_set, self.val_set):
+                ds.cache_in_memory()
+            self.train_eval_set._cache = self.train_set._cache
+        self.class_names = self.train_set.classes
+        self.num_classes = len(self.class_names)
+        true_labels, _ = apply_label_noise(cfg, self.train_set)
+        self.sample_state = SampleState(self.train_set.targets, self.num_classes,
+                                        true_labels=true_labels)
+
+        sampler = build_sampler(cfg.data.sampler, self.train_set.targets, cfg.seed)
+        self.sampler = sampler if sampler is not None else EpochShuffleSampler(len(self.train_set),
+                                                                               cfg.seed)
+        train_loader = build_train_loader(self.train_set, cfg.optim.batch_size, cfg.data.num_workers,
+                                          self.sampler)
+        pass_loader = build_eval_loader(self.train_eval_set, cfg.optim.eval_batch_size,
+                                        cfg.data.num_workers)
+        val_loader = build_eval_loader(self.val_set, cfg.optim.eval_batch_size, cfg.data.num_workers)
+
+        self.model = build_model(cfg.model, self.num_classes, cfg.data.img_size)
+        self.embed_dim = self.model.embed_dim
+        optimizer = create_optimizer_v2(self.model, opt=cfg.optim.opt, lr=cfg.optim.lr,
+                                        weight_decay=cfg.optim.weight_decay,
+                                        momentum=cfg.optim.momentum)
+        self.stages = self._build_stages()
+        self.total_epochs = sum(st.cfg.epochs for st in self.stages)
+
+        self.dcl = None
+        if any(st.weight("dcl") > 0 for st in self.stages):
+            from fer_robust.losses.dcl import DistributionContrastiveLoss
+            self.dcl = DistributionContrastiveLoss(self.num_classes, self.embed_dim,
+                                                   cfg.robust.dcl).to(self.device)
+        self.loss_history = LossHistory(cfg.robust.split.loss_window)
+
+        (self.model, self.optimizer, self.train_loader, self.pass_loader,
+         self.val_loader) = acc.prepare(self.model, optimizer, train_loader, pass_loader, val_loader)
+        # timm schedulers are stepped by us per optimiser update (not prepared: accelerate would
+        # step them once per process and drop step_update).
+        updates_per_epoch = max(len(self.train_loader) // cfg.optim.grad_accum_steps, 1)
+        self.scheduler, _ = create_scheduler_v2(
+            optimizer, sched=cfg.optim.sched, num_epochs=self.total_epochs,
+            warmup_epochs=cfg.optim.warmup_epochs, min_lr=cfg.optim.min_lr,
+            step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+
+        self.checkpoints = CheckpointManager(self.run_dir, acc)
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
+        if self.resume:
+            self._restore()
+        elif self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            atomic_write_json(self.run_dir / "classes.json", list(self.class_names))
+            if true_labels is not None:
+                save_noisy_labels(self.run_dir / "noisy_labels.npz", self.train_set.targets,
+                                  true_labels, self.train_set.targets != true_labels)
+        if cfg.log_tensorboard:
+            acc.init_trackers("tensorboard")
+        acc.wait_for_everyone()
+        return self
+
+    def _check_run_dir(self) -> None:
+        has_run = (self.run_dir / "checkpoints").is_dir() or (self.run_dir / "metrics.jsonl").exists()
+        if self.resume and not (self.run_dir / "checkpoints" / "latest").is_file():
+            raise RunDirError(f"--resume: no checkpoint to resume in {self.run_dir}/checkpoints")
+        if not self.resume and has_run:
+            raise RunDirError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
+                              "choose another output_dir (nothing was overwritten)")
+
+    def _build_stages(self) -> list[Stage]:
+        stages, first = [], 0
+        for st_cfg in self.cfg.stages:
+            if st_cfg.epochs == 0:
+                continue  # a stage with zero epochs is skipped
+            stages.append(build_stage(st_cfg, first))
+            first += st_cfg.epochs
+        return stages
+
+    def stage_at(self, epoch: int) -> Stage:
+        for st in self.stages:
+            if st.first_epoch <= epoch < st.first_epoch + st.cfg.epochs:
+                return st
+        raise IndexError(epoch)
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoint state
+    # ------------------------------------------------------------------------------------------
+    def _trainer_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"sample_state.{k}": v for k, v in self.sample_state.state_dict().items()}
+        tensors.update({f"loss_history.{k}": v for k, v in self.loss_history.state_dict().items()})
+        if self.dcl is not None:
+            tensors.update({f"dcl.{k}": v for k, v in self.dcl.state_dict().items()})
+        return tensors
+
+    def _restore(self) -> None:
+        path = self.checkpoints.latest()
+        if path is None:
+            raise CheckpointError(f"no checkpoint in {self.run_dir / 'checkpoints'}")
+        scalars, tensors = self.checkpoints.load(path)
+
+        def section(prefix):
+            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        self.sample_state.load_state_dict(section("sample_state."))
+        self.loss_history.load_state_dict(section("loss_history."))
+        if self.dcl is not None:
+            self.dcl.load_state_dict(section("dcl."))
+        self.start_epoch = scalars["epoch"] + 1
+        self.num_updates = scalars["num_updates"]
+        self.best = scalars["best"]
+        self.metrics_log.truncate_after(scalars["epoch"])
+        self.accelerator.print(f"resumed from {path} at epoch {self.start_epoch}")
+
+    def save_sample_state(self, epoch: int, extra: dict[str, np.ndarray] | None = None) -> None:
+        if self.is_main:
+            arrays = self.sample_state.as_arrays()
+            arrays.update(extra or {})
+            atomic_save_npz(self.run_dir / "samples" / f"epoch_{epoch:03d}.npz", **arrays)
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Run all remaining epochs; return the last epoch's metrics record."""
+        record: dict = {}
+        for epoch in range(self.start_epoch, self.total_epochs):
+            stage = self.stage_at(epoch)
+            t0 = time.perf_counter()
+            robust_metrics = stage.on_epoch_start(self, epoch)
+            train_metrics = self.train_one_epoch(epoch, stage)
+            val = self.evaluate()
+            seconds = time.perf_counter() - t0
+            record = {"epoch": epoch, "stage": stage.name, "kind": stage.kind,
+                      "lr": self.optimizer.param_groups[0]["lr"], **train_metrics,
+                      "val_accuracy": val["accuracy"],
+                      "val_mean_class_accuracy": val["mean_class_accuracy"],
+                      "val_macro_f1": val["macro_f1"], **robust_metrics,
+                      "epoch_seconds": seconds}
+            if val["accuracy"] > self.best["val_accuracy"]:
+                self.best = {"epoch": epoch, "val_accuracy": val["accuracy"],
+                             "val_mean_class_accuracy": val["mean_class_accuracy"]}
+                if self.is_main:
+                    save_model_weights(self.accelerator.unwrap_model(self.model),
+                                       self.run_dir / "best_model.safetensors")
+                    atomic_write_json(self.run_dir / "best.json", self.best)
+            self.metrics_log.append(record)
+            if self.cfg.log_tensorboard:
+                self.accelerator.log({k: v for k, v in record.items()
+                                      if isinstance(v, (int, float))}, step=epoch)
+            self._print_epoch(record)
+            last = epoch == self.total_epochs - 1
+            if last or (epoch + 1) % max(self.cfg.checkpoint_every, 1) == 0:
+                self.checkpoints.save(epoch, {"epoch": epoch, "num_updates": self.num_updates,
+                                              "best": self.best}, self._trainer_tensors())
+        if self.is_main and self.total_epochs > 0:
+            save_model_weights(self.accelerator.unwrap_model(self.model),
+                               self.run_dir / "last_model.safetensors")
+        self.accelerator.end_training()
+        return record
+
+    def _print_epoch(self, r: dict) -> None:
+        extra = ""
+        if "clean_ratio" in r:
+            extra = f" clean {r['clean_ratio']:.3f}"
+        if "split_f1" in r:
+            extra += f" split-F1 {r['split_f1']:.3f}"
+        if "relabel_accuracy" in r:
+            extra += f" relabel-acc {r['relabel_accuracy']:.3f}"
+        self.accelerator.print(
+            f"epoch {r['epoch']:3d} [{r['stage']}] loss {r['loss']:.4f} "
+            f"val-acc {r['val_accuracy']:.4f}{extra} ({r['epoch_seconds']:.1f}s)")
+
+    def run_sample_pass(self) -> SamplePassResult:
+        return per_sample_pass(self.model, self.pass_loader, self.accelerator, len(self.train_set),
+                               self.num_classes, self.embed_dim, progress=self.cfg.progress_bar)
+
+    def evaluate(self) -> dict:
+        logits, labels, _ = predict_logits(self.model, self.val_loader, self.accelerator,
+                                           progress=self.cfg.progress_bar)
+        return classification_metrics(logits, labels, self.class_names)
+
+    def compute_losses(self, out: dict, labels: torch.Tensor, index: torch.Tensor,
+                       stage: Stage) -> dict[str, torch.Tensor]:
+        """Every loss term the stage weights, each a scalar tensor.
+
+        ce / local_ce: cross-entropy on the given label, weighted per sample by ``ce_weight``
+            (0 for samples the split called noisy), averaged over the samples that count.
+        soft_ce: soft cross-entropy on retrieval soft labels, for relabelled samples (added to
+            the global and, when present, the local logits).
+        mim: the masked-image-modelling reconstruction loss.
+        dcl: distribution contrastive loss on clean samples' embeddings.
+        """
+        rows = self.sample_state.batch_targets(index, labels.device)
+        ce_w, soft_w = rows["ce_weight"], rows["soft_weight"]
+        ls = self.cfg.optim.label_smoothing
+        terms: dict[str, torch.Tensor] = {}
+
+        def hard(logits):
+            per = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=ls)
+            return (per * ce_w).sum() / ce_w.sum().clamp(min=1.0)
+
+        def soft(logits):
+            per = soft_cross_entropy(logits.float(), rows["soft_labels"], reduction="none")
+            return (per * soft_w).sum() / soft_w.sum().clamp(min=1.0)
+
+        if stage.weight("ce"):
+            terms["ce"] = hard(out["logits"])
+        if stage.weight("local_ce") and "local_logits" in out:
+            terms["local_ce"] = hard(out["local_logits"])
+        if stage.weight("soft_ce"):
+            terms["soft_ce"] = soft(out["logits"])
+            if "local_logits" in out:
+                terms["soft_ce"] = terms["soft_ce"] + soft(out["local_logits"])
+        if stage.weight("mim") and "mim_loss" in out:
+            terms["mim"] = out["mim_loss"]
+        if stage.weight("dcl") and self.dcl is not None:
+            terms["dcl"] = self.dcl(out["embedding"].float(), labels, ce_w > 0)
+        return terms
+
+    def train_one_epoch(self, epoch: int, stage: Stage) -> dict:
+        acc, cfg = self.accelerator, self.cfg
+        self.model.train()
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        use_mim = stage.weight("mim") > 0 and cfg.model.arch == "two_branch" and cfg.model.mim.enabled
+        sums: dict[str, float] = {}
+        steps = 0
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch} [{stage.name}]", leave=False,
+                   disable=not (cfg.progress_bar and acc.is_local_main_process))
+        for step, (images, labels, index) in enumerate(bar):
+            with acc.accumulate(self.model):
+                out = self.model(images, mim=use_mim)
+                terms = self.compute_losses(out, labels, index, stage)
+                for name, value in terms.items():
+                    if not torch.isfinite(value):
+                        raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: "
+                                                 f"term '{name}' = {value.item()}")
+                loss = sum(stage.weight(name) * value for name, value in terms.items())
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.optim.clip_grad > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            if acc.sync_gradients:
+                self.num_updates += 1
+                self.scheduler.step_update(num_updates=self.num_updates)
+            if self.dcl is not None and stage.weight("dcl"):
+                self._update_dcl_memory(out["embedding"], labels, index)
+            steps += 1
+            sums["loss"] = sums.get("loss", 0.0) + loss.item()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + value.item()
+            if steps % 10 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / steps:.4f}")
+        if steps == 0:
+            raise RuntimeError("the training loader yielded no batch (dataset smaller than a batch?)")
+        # Average over processes so every process logs the same numbers.
+        names = sorted(sums)
+        means = acc.reduce(torch.tensor([sums[n] / steps for n in names], device=self.device),
+                           reduction="mean")
+        return {("loss" if n == "loss" else f"loss_{n}"): float(v) for n, v in zip(names, means)}
+
+    @torch.no_grad()
+    def _update_dcl_memory(self, embedding: torch.Tensor, labels: torch.Tensor,
+                           index: torch.Tensor) -> None:
+        """FIFO-update the DCL memory with this step's clean embeddings from every process."""
+        emb, lab, idx = self.accelerator.gather((embedding.detach().float(), labels, index))
+        clean = torch.from_numpy(self.sample_state.ce_weight[idx.cpu().numpy()] > 0).to(emb.device)
+        if clean.any():
+            self.dcl.update_memory(emb[clean], lab[clean])

@@ -1,0 +1,69 @@
+"""Classification losses on hard and soft labels, per sample, and a weighted mean.
+
+Per-sample losses (``reduction='none'``) are what the robust stages need: the GMM split fits on them
+and clean/noisy masks or confidences weight them.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["cross_entropy", "soft_cross_entropy", "weighted_mean"]
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "none":
+        return loss
+    if reduction == "mean":
+        return loss.mean() if loss.numel() else loss.sum()  # an empty batch gives 0, not NaN
+    if reduction == "sum":
+        return loss.sum()
+    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
+                  reduction: Literal["none", "mean", "sum"] = "none") -> torch.Tensor:
+    """Cross-entropy with hard labels.
+
+    Args:
+        logits: (B, C).
+        labels: (B,) int64 class indices.
+        label_smoothing: as in :func:`torch.nn.functional.cross_entropy`.
+        reduction: ``'none'`` gives (B,) per-sample losses.
+    """
+    loss = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=label_smoothing)
+    return _reduce(loss, reduction)
+
+
+def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor,
+                       reduction: Literal["none", "mean", "sum"] = "none") -> torch.Tensor:
+    """Cross-entropy against a target distribution: ``-sum_c t_c log softmax(z)_c``.
+
+    Args:
+        logits: (B, C).
+        soft_targets: (B, C) non-negative; each row is renormalised to sum 1 (rows of zeros give a
+            zero loss) so sharpened or truncated targets need no care from the caller.
+        reduction: ``'none'`` gives (B,) per-sample losses.
+    """
+    if logits.shape != soft_targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and soft_targets {tuple(soft_targets.shape)} differ")
+    targets = soft_targets.float()
+    targets = targets / targets.sum(1, keepdim=True).clamp_min(1e-12)
+    # Computed in float32: log_softmax under fp16 autocast loses the small target probabilities.
+    loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
+    return _reduce(loss, reduction)
+
+
+def weighted_mean(loss: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i l_i / sum_i w_i``; a zero that keeps the graph when all weights are zero.
+
+    Args:
+        loss: (B,) per-sample losses.
+        weights: (B,) non-negative weights (a bool mask works too).
+    """
+    weights = weights.to(loss.dtype)
+    # No branch on the total (no device sync): with all-zero weights the numerator is a zero that
+    # still carries the graph, so backward reaches every parameter.
+    return (loss * weights).sum() / weights.sum().clamp_min(1e-12)

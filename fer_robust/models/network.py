@@ -1,0 +1,176 @@
+"""The two-branch network of DR-FER with ARM pooling, and the baseline it is compared against.
+
+Both follow timm's contract (``forward_features`` -> ``forward_head(pre_logits=...)``) and return
+a dict from ``forward`` so the trainer can pick the loss terms it needs:
+
+=================  ==========================================================================
+key                value
+=================  ==========================================================================
+``logits``         ``(N, num_classes)`` the global classifier's logits: the prediction used for
+                   evaluation and for the main CE (the local logits are a separate loss term)
+``local_logits``   ``(N, num_classes)`` the local classifier's logits (two-branch, local head on)
+``embedding``      ``(N, embed_dim)`` ``l2norm(concat(L, G))`` (baseline: ``l2norm(pooled)``), for
+                   the contrastive loss and retrieval relabelling
+``mim_loss``       scalar, only when ``forward(x, mim=True)`` in training mode with MIM enabled
+``mim_index``      ``(n,)`` batch positions of the masked images (same condition)
+=================  ==========================================================================
+
+Inference needs no masking and no batch-mates: in eval mode every output of an image is the same
+alone or in any batch (ARM uses its running affinity, BatchNorm its running statistics).
+"""
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_robust.config import ModelConfig
+from fer_robust.models.backbone import Backbone
+from fer_robust.models.branches import GlobalBranch, LocalBranch
+from fer_robust.models.mim import MIMHead, random_masking
+
+__all__ = ["TwoBranchFER", "BaselineFER"]
+
+
+class TwoBranchFER(nn.Module):
+    """Shared backbone -> global branch (ARM -> G -> logits) and local branch (regions -> L ->
+    local logits; its region map feeds the MIM decoder).
+
+    Training with ``mim=True`` masks ``cfg.mim.masked_fraction`` of the batch's images (each with
+    ``cfg.mim.mask_ratio`` of its patches), runs ONE backbone pass over the partly masked batch,
+    classifies every image (masking then acts like random erasing) and reconstructs only the masked
+    ones, so MIM adds a light decoder on a part of the batch and no second backbone pass.
+
+    Args:
+        cfg: the model section of the config.
+        num_classes: number of expression classes.
+        img_size: input side in pixels (fixes the ARM geometry and the decoder's upscale).
+    """
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, img_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.img_size = img_size
+        self.backbone = Backbone(cfg.backbone, img_size, pretrained=cfg.pretrained,
+                                 pretrained_file=cfg.pretrained_file)
+        channels, feature_size = self.backbone.num_features, self.backbone.feature_size
+        self.global_branch = GlobalBranch(
+            channels, feature_size, num_classes, pooling=cfg.pooling, drop_rate=cfg.drop_rate,
+            arm_momentum=cfg.arm.momentum, affinity_weight=cfg.arm.affinity_weight,
+            learn_affinity_weight=cfg.arm.learn_affinity_weight)
+        self.local_branch = LocalBranch(
+            channels, cfg.local_dim, grid=cfg.local_grid,
+            num_classes=num_classes if cfg.local_head else None, drop_rate=cfg.drop_rate)
+        self.mim_head: MIMHead | None = None
+        if cfg.mim.enabled:
+            self.mim_head = MIMHead(cfg.local_dim, feature_size, img_size, cfg.mim.patch_size,
+                                    decoder_dim=cfg.mim.decoder_dim,
+                                    norm_pix_loss=cfg.mim.norm_pix_loss, loss=cfg.mim.loss)
+        self.global_dim = self.global_branch.out_dim
+        self.local_dim = self.local_branch.out_dim
+        self.embed_dim = self.local_dim + self.global_dim
+
+    @property
+    def data_config(self) -> dict:
+        """timm's preprocessing for the backbone (``mean``, ``std``, ``interpolation``, ...)."""
+        return timm.data.resolve_model_data_config(self.backbone.model)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> backbone map ``(N, C, h, w)``."""
+        return self.backbone(x)
+
+    def forward_head(self, feat: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global branch: map -> logits ``(N, num_classes)``, or G ``(N, global_dim)`` if
+        ``pre_logits``."""
+        if pre_logits:
+            return self.global_branch.pool_features(feat)
+        return self.global_branch(feat)[1]
+
+    def _choose_masked(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pick the images to mask and mask them.
+
+        Returns:
+            ``(x_in (N, 3, H, W) partly masked batch, masked_index (n,), mask (n, L))``.
+        """
+        n = x.shape[0]
+        fraction = self.cfg.mim.masked_fraction
+        num_masked = min(n, max(1, round(n * fraction))) if fraction > 0 else 0
+        masked_index = torch.randperm(n, device=x.device)[:num_masked]
+        masked, mask = random_masking(x[masked_index], self.cfg.mim.mask_ratio,
+                                      self.cfg.mim.patch_size)
+        return x.index_copy(0, masked_index, masked), masked_index, mask
+
+    def forward(self, x: torch.Tensor, mim: bool = False) -> dict[str, torch.Tensor]:
+        """``(N, 3, H, W)`` normalised images -> output dict (see the module docstring).
+
+        Args:
+            x: the batch.
+            mim: mask part of the batch and return ``mim_loss`` (training mode only; ignored in
+                eval mode and when MIM is disabled).
+        """
+        use_mim = mim and self.training and self.mim_head is not None
+        x_in = x
+        if use_mim:
+            x_in, masked_index, mask = self._choose_masked(x)
+        feat = self.forward_features(x_in)                          # (N, C, h, w)
+        global_feat, logits = self.global_branch(feat)              # (N, Dg), (N, K)
+        regions = self.local_branch.region_map(feat)                # (N, Dl, h, w)
+        local_feat = self.local_branch.pool_regions(regions)        # (N, Dl)
+        out = {
+            "logits": logits,
+            "embedding": F.normalize(torch.cat([local_feat, global_feat], dim=1), dim=1),
+        }
+        local_logits = self.local_branch.classify(local_feat)
+        if local_logits is not None:
+            out["local_logits"] = local_logits
+        if use_mim:
+            pred = self.mim_head.forward_decoder(regions[masked_index])  # (n, 3, H, W)
+            out["mim_loss"] = self.mim_head.forward_loss(x[masked_index], pred, mask)
+            out["mim_index"] = masked_index
+        return out
+
+
+class BaselineFER(nn.Module):
+    """The control: backbone -> global average pooling -> dropout -> linear.
+
+    ``forward(x, mim=...)`` accepts the flag so the trainer can call both models alike; the
+    baseline has no MIM head and never returns ``mim_loss``.
+
+    Args:
+        cfg: the model section of the config (backbone, pretrained weights, drop rate are used).
+        num_classes: number of expression classes.
+        img_size: input side in pixels.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, img_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.img_size = img_size
+        self.backbone = Backbone(cfg.backbone, img_size, pretrained=cfg.pretrained,
+                                 pretrained_file=cfg.pretrained_file)
+        self.embed_dim = self.backbone.num_features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(cfg.drop_rate)
+        self.head = nn.Linear(self.embed_dim, num_classes)
+
+    @property
+    def data_config(self) -> dict:
+        """timm's preprocessing for the backbone (``mean``, ``std``, ``interpolation``, ...)."""
+        return timm.data.resolve_model_data_config(self.backbone.model)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> backbone map ``(N, C, h, w)``."""
+        return self.backbone(x)
+
+    def forward_head(self, feat: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Map -> logits ``(N, num_classes)``, or the pooled feature ``(N, C)`` if ``pre_logits``."""
+        pooled = self.pool(feat).flatten(1)
+        return pooled if pre_logits else self.head(self.drop(pooled))
+
+    def forward(self, x: torch.Tensor, mim: bool = False) -> dict[str, torch.Tensor]:
+        """``(N, 3, H, W)`` -> ``{'logits': (N, K), 'embedding': (N, C)}``; ``mim`` is ignored."""
+        pooled = self.forward_head(self.forward_features(x), pre_logits=True)
+        return {"logits": self.head(self.drop(pooled)), "embedding": F.normalize(pooled, dim=1)}

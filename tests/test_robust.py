@@ -1,0 +1,299 @@
+"""Behaviour of the robust-learning algorithms: GMM split, retrieval relabelling, DCL, metrics."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fer_robust.config import DCLConfig, RelabelConfig, SplitConfig
+from fer_robust.losses.classification import cross_entropy, soft_cross_entropy, weighted_mean
+from fer_robust.losses.dcl import DistributionContrastiveLoss
+from fer_robust.robust.gmm_split import LossHistory, class_dependent_split
+from fer_robust.robust.metrics import (noise_detection_metrics, per_class_clean_ratio,
+                                       relabel_accuracy, total_variation_distance)
+from fer_robust.robust.retrieval import (knn_search, per_class_average_precision,
+                                         retrieval_soft_labels, sharpen)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+def planted_losses(num_classes: int = 5, per_class: int = 400, noise_rate: float = 0.2, seed: int = 0):
+    """Per-class bimodal losses whose scale differs 10x between classes (as easy vs hard classes)."""
+    rng = np.random.default_rng(seed)
+    losses, labels, noisy = [], [], []
+    for c in range(num_classes):
+        scale = 0.3 * (1 + 2 * c)  # class 0's noisy losses sit below class 4's clean ones
+        is_noisy = rng.random(per_class) < noise_rate
+        clean_part = np.abs(rng.normal(0.15 * scale, 0.05 * scale, per_class))
+        noisy_part = rng.normal(1.0 * scale, 0.15 * scale, per_class)
+        losses.append(np.where(is_noisy, noisy_part, clean_part))
+        labels.append(np.full(per_class, c))
+        noisy.append(is_noisy)
+    return np.concatenate(losses), np.concatenate(labels), np.concatenate(noisy)
+
+
+def clustered_embeddings(num_classes: int, per_class: int, dim: int, subclusters: int = 1,
+                         spread: float = 0.3, seed: int = 0):
+    """Unit-norm embeddings around class centres (each with ``subclusters`` sub-centres)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_classes, subclusters, dim))
+    labels = np.repeat(np.arange(num_classes), per_class)
+    sub = rng.integers(0, subclusters, labels.size)
+    x = centres[labels, sub] + spread * rng.normal(size=(labels.size, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32), labels
+
+
+# --------------------------------------------------------------------------------------------------
+# GMM split
+# --------------------------------------------------------------------------------------------------
+def test_class_dependent_split_finds_planted_noisy_samples():
+    losses, labels, noisy = planted_losses()
+    result = class_dependent_split(losses, labels, 5, SplitConfig())
+    metrics = noise_detection_metrics(result.clean_prob, noisy, threshold=0.5)
+    assert metrics["f1"] > 0.9 and metrics["auc"] > 0.97
+    assert result.clean_prob.dtype == np.float32 and result.clean_mask.dtype == bool
+    assert all(info.fallback == "none" for info in result.class_info)
+    for info in result.class_info:
+        assert info.means[0] < info.means[1]
+        assert abs(info.clean_ratio - 0.8) < 0.06
+
+
+def test_class_dependent_split_beats_a_single_global_threshold_across_loss_scales():
+    losses, labels, noisy = planted_losses()
+    per_class = noise_detection_metrics(class_dependent_split(losses, labels, 5, SplitConfig()).clean_prob, noisy)
+    global_only = class_dependent_split(losses, np.zeros_like(labels), 1, SplitConfig())
+    assert per_class["f1"] > noise_detection_metrics(global_only.clean_prob, noisy)["f1"] + 0.1
+
+
+@pytest.mark.parametrize("fallback", ["global", "clean"])
+def test_split_handles_empty_tiny_and_constant_classes(fallback):
+    losses, labels, _ = planted_losses(num_classes=2, per_class=200)
+    rng = np.random.default_rng(1)
+    # class 2: empty; class 3: one sample; class 4: three samples; class 5: 50 identical losses.
+    losses = np.concatenate([losses, [0.5], rng.random(3), np.full(50, 0.7)])
+    labels = np.concatenate([labels, [3], [4, 4, 4], np.full(50, 5)])
+    cfg = SplitConfig(min_class_size=20, fallback=fallback)
+    result = class_dependent_split(losses, labels, 6, cfg)
+    assert result.clean_prob.shape == losses.shape and np.isfinite(result.clean_prob).all()
+    info = {i.class_index: i for i in result.class_info}
+    assert info[2].n == 0 and info[2].fallback == "empty"
+    assert [info[c].fallback for c in (3, 4, 5)] == [fallback] * 3
+    if fallback == "clean":
+        assert result.clean_mask[labels >= 3].all()
+
+
+def test_split_is_reproducible_with_a_seed():
+    losses, labels, _ = planted_losses(seed=3)
+    first = class_dependent_split(losses, labels, 5, SplitConfig(seed=7))
+    second = class_dependent_split(losses, labels, 5, SplitConfig(seed=7))
+    np.testing.assert_array_equal(first.clean_prob, second.clean_prob)
+
+
+def test_monotone_split_never_calls_a_higher_loss_cleaner():
+    rng = np.random.default_rng(0)
+    # The clean component is the wide one here, so the raw posterior turns back up far right.
+    losses = np.concatenate([rng.normal(0.3, 0.2, 800), rng.normal(1.0, 0.02, 200), [3.0]])
+    labels = np.zeros(losses.size, np.int64)
+    cfg = SplitConfig(normalize="none")
+    prob = class_dependent_split(losses, labels, 1, cfg).clean_prob
+    order = np.argsort(losses)
+    assert np.all(np.diff(prob[order]) <= 1e-7)
+    assert prob[-1] < 0.5  # the largest loss is noisy
+
+
+def test_loss_history_averages_last_window_and_round_trips():
+    history = LossHistory(num_samples=3, window=2)
+    history.update(np.array([1.0, 2.0, 3.0]))
+    history.update(np.array([3.0, 2.0, np.nan]))
+    np.testing.assert_allclose(history.update(np.array([5.0, 4.0, 1.0])), [4.0, 3.0, 1.0])
+    restored = LossHistory(num_samples=3, window=2)
+    restored.load_state_dict(history.state_dict())
+    np.testing.assert_allclose(restored.mean(), history.mean())
+    assert len(restored) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Retrieval
+# --------------------------------------------------------------------------------------------------
+def slow_average_precision(labels_row: np.ndarray, c: int) -> float:
+    hits, total = 0, 0.0
+    for rank, label in enumerate(labels_row, start=1):
+        if label == c:
+            hits += 1
+            total += hits / rank
+    return total / hits if hits else 0.0
+
+
+def test_vectorised_average_precision_matches_a_plain_loop():
+    rng = np.random.default_rng(0)
+    neighbor_labels = rng.integers(0, 6, size=(57, 33))
+    fast = per_class_average_precision(neighbor_labels, 7, chunk_size=10)
+    slow = np.array([[slow_average_precision(row, c) for c in range(7)] for row in neighbor_labels])
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    assert np.all(fast[:, 6] == 0)  # a class never retrieved
+
+
+def test_average_precision_rewards_the_class_holding_the_top_ranks():
+    ap = per_class_average_precision(np.array([[0, 0, 1, 1, 2]]), 3)[0]
+    np.testing.assert_allclose(ap, [1.0, (1 / 3 + 2 / 4) / 2, 1 / 5], rtol=1e-6)
+
+
+def test_faiss_and_torch_backends_agree():
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(2000, 48)).astype(np.float32)
+    queries = rng.normal(size=(300, 48)).astype(np.float32)
+    f_scores, f_ids = knn_search(queries, gallery, 20, backend="faiss", query_chunk=128)
+    t_scores, t_ids = knn_search(queries, gallery, 20, backend="torch", query_chunk=64)
+    np.testing.assert_allclose(f_scores, t_scores, atol=1e-5)
+    assert np.mean(f_ids == t_ids) > 0.99  # differences only where scores tie
+    reference = gallery[f_ids] / np.linalg.norm(gallery[f_ids], axis=2, keepdims=True)
+    cosine = np.einsum("qkd,qd->qk", reference, queries / np.linalg.norm(queries, axis=1, keepdims=True))
+    np.testing.assert_allclose(f_scores, cosine, atol=1e-5)
+
+
+def test_knn_search_clips_k_to_gallery_and_excludes_self():
+    x, _ = clustered_embeddings(2, 5, 8)
+    scores, ids = knn_search(x[:3], x, 50)
+    assert ids.shape == (3, 10)
+    assert np.array_equal(ids[:, 0], np.arange(3))
+    _, ids = knn_search(x, x, 50, exclude_self=True, backend="torch")
+    assert ids.shape == (10, 9)
+    assert not np.any(ids == np.arange(10)[:, None])
+
+
+def test_ivf_recall_against_exact_search_on_clustered_data():
+    gallery, _ = clustered_embeddings(8, 2500, 32, subclusters=16, spread=0.25, seed=0)
+    queries, _ = clustered_embeddings(8, 100, 32, subclusters=16, spread=0.25, seed=0)
+    k = 20
+    _, exact = knn_search(queries, gallery, k)
+    _, approx = knn_search(queries, gallery, k, index="ivf", nlist=128, nprobe=16)
+    recall = np.mean([len(np.intersect1d(a, e)) / k for a, e in zip(approx, exact)])
+    assert recall >= 0.95
+
+
+def test_relabelling_recovers_cluster_classes_despite_gallery_noise():
+    gallery, gallery_labels = clustered_embeddings(4, 300, 32, spread=0.8, seed=0)
+    rng = np.random.default_rng(0)
+    flipped = rng.random(gallery_labels.size) < 0.15
+    noisy_labels = np.where(flipped, rng.integers(0, 4, gallery_labels.size), gallery_labels)
+    queries, query_labels = clustered_embeddings(4, 300, 32, spread=0.8, seed=0)  # same centres
+    queries = queries[::3] + 0.01  # distinct points near the gallery's
+    query_labels = query_labels[::3]
+    result = retrieval_soft_labels(queries, gallery, noisy_labels, 4, RelabelConfig(k=30))
+    assert relabel_accuracy(result.soft_labels, query_labels) >= 0.95
+    np.testing.assert_allclose(result.soft_labels.sum(1), 1.0, rtol=1e-5)
+    assert result.neighbor_ids.shape == (len(queries), 30)
+    np.testing.assert_array_equal(result.new_labels, result.soft_labels.argmax(1))
+
+
+def test_sharpen_keeps_argmax_and_raises_confidence():
+    soft = np.array([[0.6, 0.4, 0.0]], np.float32)
+    sharp = sharpen(soft, 0.5)
+    np.testing.assert_allclose(sharp, [[0.36 / 0.52, 0.16 / 0.52, 0.0]], rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------------
+def two_class_memory(cfg: DCLConfig, seed: int = 0):
+    x, labels = clustered_embeddings(3, 40, 16, spread=0.3, seed=seed)
+    dcl = DistributionContrastiveLoss(3, 16, cfg)
+    dcl.update_memory(torch.from_numpy(x), torch.from_numpy(labels))
+    return dcl, torch.from_numpy(x), torch.from_numpy(labels)
+
+
+def test_dcl_is_lower_at_own_class_mean_than_at_another_class_mean():
+    dcl, x, labels = two_class_memory(DCLConfig(memory_per_class=64))
+    _, means, _ = dcl.memory_stats()
+    at_own = dcl(means[0:1].clone(), torch.tensor([0]))
+    at_other = dcl(means[1:2].clone(), torch.tensor([0]))
+    assert at_own.item() < 0.1 < at_other.item()
+
+
+def test_dcl_gradient_flows_to_embeddings_and_only_clean_samples_count():
+    dcl, x, labels = two_class_memory(DCLConfig(memory_per_class=64))
+    emb = torch.nn.functional.normalize(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)))
+    emb.requires_grad_(True)
+    clean = torch.tensor([True] * 4 + [False] * 4)
+    loss = dcl(emb, labels[::15], clean)
+    loss.backward()
+    assert loss.item() > 0 and emb.grad[:4].abs().sum() > 0
+    assert emb.grad[4:].abs().sum() == 0
+    assert dcl.memory.grad is None
+
+
+def test_dcl_without_clean_samples_is_a_grad_safe_zero():
+    dcl = DistributionContrastiveLoss(3, 16, DCLConfig(memory_per_class=0))
+    emb = torch.randn(4, 16, requires_grad=True)
+    loss = dcl(emb, torch.tensor([0, 1, 2, 0]), torch.zeros(4, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and emb.grad is not None
+
+
+def test_dcl_batch_mode_penalises_a_mislabelled_sample():
+    x, labels = clustered_embeddings(3, 10, 16, spread=0.2, seed=1)
+    dcl = DistributionContrastiveLoss(3, 16, DCLConfig(memory_per_class=0, temperature=0.1))
+    right = dcl(torch.from_numpy(x), torch.from_numpy(labels))
+    mislabelled = torch.from_numpy(labels).clone()
+    mislabelled[0] = 1  # a class-0 embedding labelled 1
+    wrong = dcl(torch.from_numpy(x), mislabelled)
+    assert right.item() < 0.05 and wrong.item() > right.item() + 0.2
+    # Leave-one-out: a class whose only sample is the query itself gives it nothing to compare with.
+    alone = dcl(torch.from_numpy(x[:2]), torch.tensor([0, 1]))
+    assert alone.item() == 0.0
+
+
+def test_dcl_memory_is_fifo_and_survives_state_dict_round_trip():
+    dcl = DistributionContrastiveLoss(2, 4, DCLConfig(memory_per_class=3))
+    batch = torch.arange(20, dtype=torch.float32).reshape(5, 4)  # rows 0..4, all class 0
+    dcl.update_memory(batch[:2], torch.tensor([0, 0]))
+    dcl.update_memory(batch[2:], torch.tensor([0, 0, 0]))
+    assert dcl.memory_count.tolist() == [3, 0]
+    stored = sorted(dcl.memory[0, :, 0].tolist())
+    assert stored == [8.0, 12.0, 16.0]  # the three newest rows (first column 4*i)
+    restored = DistributionContrastiveLoss(2, 4, DCLConfig(memory_per_class=3))
+    restored.load_state_dict(dcl.state_dict())
+    assert torch.equal(restored.memory, dcl.memory) and restored.memory_ptr.tolist() == dcl.memory_ptr.tolist()
+
+
+def test_soft_cross_entropy_matches_hard_cross_entropy_on_one_hot_targets():
+    logits = torch.randn(6, 4)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    torch.testing.assert_close(soft_cross_entropy(logits, one_hot), cross_entropy(logits, labels))
+    assert soft_cross_entropy(logits, one_hot, reduction="mean").shape == ()
+
+
+def test_weighted_mean_weights_and_zero_weights():
+    loss = torch.tensor([1.0, 3.0, 5.0], requires_grad=True)
+    assert weighted_mean(loss, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(2.0)
+    zero = weighted_mean(loss, torch.zeros(3))
+    zero.backward()
+    assert zero.item() == 0.0 and loss.grad is not None
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+def test_noise_detection_metrics_on_a_handmade_example():
+    clean_prob = np.array([0.9, 0.8, 0.2, 0.1, 0.4, 0.7])
+    changed = np.array([False, False, True, True, False, True])
+    m = noise_detection_metrics(clean_prob, changed, threshold=0.5)
+    # predicted noisy: samples 2, 3, 4 -> 2 true positives of 3 predicted, of 3 noisy.
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    # noisy scores (0.8, 0.9, 0.3) vs clean (0.1, 0.2, 0.6): 8 of 9 pairs ordered right.
+    assert m["auc"] == pytest.approx(8 / 9)
+    assert np.isnan(noise_detection_metrics(clean_prob, np.zeros(6, bool))["auc"])
+
+
+def test_relabel_tv_distance_and_clean_ratio_on_handmade_examples():
+    soft = np.array([[0.6, 0.4, 0.0], [0.1, 0.2, 0.7]])
+    assert relabel_accuracy(soft, np.array([0, 1])) == 0.5
+    tv = total_variation_distance(soft, np.array([[3.0, 2.0, 0.0], [0.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(tv, [0.0, 0.5 * (abs(0.1 - 1 / 3) + abs(0.2 - 1 / 3) + abs(0.7 - 1 / 3))])
+    ratio = per_class_clean_ratio(np.array([True, False, True, True]), np.array([0, 0, 1, 1]), 3)
+    np.testing.assert_allclose(ratio[:2], [0.5, 1.0])
+    assert np.isnan(ratio[2])
