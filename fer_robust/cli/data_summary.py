@@ -8,7 +8,6 @@ other format problem stops with an error naming the file (and line).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Sequence
 

@@ -103,9 +103,8 @@ def main(argv=None) -> dict:
         true_labels = None
         noisy_file = run_dir / "noisy_labels.npz"
         if noisy_file.is_file():
-            noisy = load_noisy_labels(noisy_file)
-            dataset.set_targets(noisy["noisy"])
-            true_labels = noisy["clean"]
+            noisy, true_labels, _ = load_noisy_labels(noisy_file)
+            dataset.set_targets(noisy)
         given = dataset.targets.copy()
 
         accelerator = build_accelerator(cfg.mixed_precision, cpu=args.cpu)

@@ -22,6 +22,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or in the config's output_dir) from its last "
                         "checkpoint, with the config saved there")
+    p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
+                   help="checkpoint and exit after epoch N (0-based); continue later with --resume")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides, e.g. optim.lr=0.01 stages.0.epochs=2")
@@ -46,7 +48,7 @@ def main(argv=None) -> dict:
             cfg = load_config(args.config, args.overrides)
         from fer_robust.engine.trainer import Trainer
         trainer = Trainer(cfg, resume=args.resume is not None, cpu=args.cpu).setup()
-        record = trainer.fit()
+        record = trainer.fit(stop_after_epoch=args.stop_after_epoch)
         trainer.accelerator.print(
             f"best val accuracy {trainer.best['val_accuracy']:.4f} at epoch {trainer.best['epoch']}; "
             f"run saved in {trainer.run_dir}")

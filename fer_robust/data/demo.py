@@ -5,7 +5,7 @@ width, asymmetry), the brows (height, tilt) and the eyes (openness), plus a nose
 disgust. Around it each image draws its own nuisance: face position and scale, aspect, skin tone,
 background, clothing, optional hair and glasses, a small rotation and pixel noise.
 
-Expressions are drawn at a random *intensity* (a 0.25-strength smile is close to neutral) and each
+Expressions are drawn at a random *intensity* (a half-strength smile is close to neutral) and each
 "person" adds its own jitter to every facial parameter, so neighbouring classes (neutral/sad,
 surprise/fear, angry/disgust) overlap a little: the set is learnable, but not trivially.
 
@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fer_robust.data.base import FERDataset
+from fer_robust.data.benchmarks import BENCHMARKS
 
 if TYPE_CHECKING:
     from fer_robust.config import DataConfig
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["DEMO_CLASSES", "DEMO_SPLITS", "draw_face", "demo_targets", "DemoFaceLoader",
            "build_demo_dataset", "save_demo_as_image_folder"]
 
-#: Class order of the demo set (the AffectNet-7 names, in FERPlus-like order).
-DEMO_CLASSES: tuple[str, ...] = ("neutral", "happy", "sad", "surprise", "angry", "disgust", "fear")
+#: Class order of the demo set (spelled once, in :data:`fer_robust.data.benchmarks.BENCHMARKS`).
+DEMO_CLASSES: tuple[str, ...] = BENCHMARKS["demo"].classes
 
 #: Split names and the integer that separates their random streams.
 DEMO_SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
@@ -55,9 +56,9 @@ _EXPRESSION_OFFSETS = np.array([
     [-0.20, 0.45, 0.30, 0.00, 0.65, 0.75, 0.50, 0.00],  # fear
 ], dtype=np.float64)
 # Per-person standard deviation of each parameter: idiosyncrasies that blur the class borders.
-_PERSON_JITTER = np.array([0.15, 0.08, 0.10, 0.15, 0.15, 0.18, 0.12, 0.12])
+_PERSON_JITTER = np.array([0.12, 0.06, 0.08, 0.12, 0.12, 0.15, 0.10, 0.10])
 # Intensity of the expression, uniform in this range: weak expressions are the ambiguous ones.
-_INTENSITY_RANGE = (0.3, 1.0)
+_INTENSITY_RANGE = (0.5, 1.0)
 # Drawing happens at this multiple of the output size and is box-filtered down (anti-aliasing).
 _SUPERSAMPLE = 2
 
@@ -117,9 +118,9 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
 
     # Head geometry: position, scale and aspect jitter.
     cx = s * (0.5 + rng.uniform(-0.07, 0.07))
-    cy = s * (0.5 + rng.uniform(-0.05, 0.07))
-    rx = s * 0.27 * rng.uniform(0.85, 1.1)
-    ry = rx * rng.uniform(1.15, 1.35)
+    cy = s * (0.5 + rng.uniform(-0.04, 0.05))
+    rx = s * 0.3 * rng.uniform(0.88, 1.08)
+    ry = rx * rng.uniform(1.15, 1.3)
 
     # Shoulders (clothing), then hair behind the head, then the head.
     shirt = _random_colour(rng, 20, 235)
@@ -140,7 +141,7 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
     # Eyes.
     eye_y = cy - 0.15 * ry
     eye_dx = 0.4 * rx
-    eye_w = 0.2 * rx
+    eye_w = 0.22 * rx
     eye_h = max(0.05, 0.55 + 0.35 * p["eye_open"]) * eye_w
     dark = (25, 20, 20)
     for side in (-1, 1):
@@ -151,13 +152,14 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
         draw.ellipse([ex - pupil, eye_y - pupil, ex + pupil, eye_y + pupil], fill=dark)
 
     # Brows: height and tilt (inner end up = sad/fear, inner end down = anger).
-    brow_y = eye_y - 0.22 * ry - 0.1 * ry * p["brow_raise"]
-    tilt = 0.09 * ry * p["brow_tilt"]
-    brow_colour = hair if has_hair else dark
+    brow_y = eye_y - 0.22 * ry - 0.12 * ry * p["brow_raise"]
+    tilt = 0.13 * ry * p["brow_tilt"]
+    # Brows always darker than the skin, so they stay visible on dark skin under dark hair.
+    brow_colour = tuple(min(h, int(0.45 * c)) for h, c in zip(hair if has_hair else dark, skin))
     for side in (-1, 1):
         inner_x, outer_x = cx + side * 0.16 * rx, cx + side * 0.68 * rx
         draw.line([(inner_x, brow_y - tilt), (outer_x, brow_y + 0.3 * tilt)], fill=brow_colour,
-                  width=line + 1)
+                  width=line + 2)
 
     # Glasses (optional), over eyes but under brows' reach.
     if rng.random() < 0.25:
@@ -185,10 +187,10 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
 
     # Mouth: a parabola whose centre drops for a smile; corners tilt for a sneer; opening fills it.
     mouth_y = cy + 0.47 * ry
-    half_w = 0.36 * rx * max(0.4, 1.0 + p["width"])
-    curve = 0.13 * ry * p["curve"]
+    half_w = 0.42 * rx * max(0.4, 1.0 + p["width"])
+    curve = 0.2 * ry * p["curve"]
     asym = 0.1 * ry * p["asym"]
-    opening = 0.28 * ry * max(0.0, p["open"])
+    opening = 0.32 * ry * max(0.0, p["open"])
     xs = np.linspace(-1.0, 1.0, 15)
     upper = [(cx + half_w * u, mouth_y + curve * (1 - u * u) - curve * 0.5 - asym * u) for u in xs]
     lips = (150, 40, 50)
@@ -206,8 +208,8 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
 
     # Global brightness/contrast and pixel noise.
     arr = np.asarray(img, dtype=np.float32)
-    arr = (arr - 128.0) * rng.uniform(0.75, 1.2) + 128.0 + rng.uniform(-25, 25)
-    arr += rng.normal(0.0, rng.uniform(2.0, 10.0), arr.shape).astype(np.float32)
+    arr = (arr - 128.0) * rng.uniform(0.8, 1.15) + 128.0 + rng.uniform(-20, 20)
+    arr += rng.normal(0.0, rng.uniform(2.0, 8.0), arr.shape).astype(np.float32)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
@@ -241,7 +243,8 @@ def build_demo_dataset(data_cfg: "DataConfig", split: str, transform: Callable |
 
     Sizes come from ``data_cfg.demo_{split}_per_class``, pixels from ``data_cfg.img_size`` and
     ``data_cfg.split_seed``. Paths look like ``'demo:train/000123'``. The returned dataset has
-    ``synthetic = True``. With ``data_cfg.cache_in_memory`` the images are drawn once up front.
+    ``synthetic = True``. Images are drawn lazily; ``registry.build_dataset`` caches them when
+    ``data_cfg.cache_in_memory`` is set.
     """
     per_class = {"train": data_cfg.demo_train_per_class, "val": data_cfg.demo_val_per_class,
                  "test": data_cfg.demo_test_per_class}
@@ -255,8 +258,6 @@ def build_demo_dataset(data_cfg: "DataConfig", split: str, transform: Callable |
     dataset = FERDataset(DEMO_CLASSES, targets, paths, loader=loader, transform=transform,
                          name="demo", split=split)
     dataset.synthetic = True  # drawn faces, not photographs
-    if data_cfg.cache_in_memory:
-        dataset.cache_in_memory()
     return dataset
 
 

@@ -6,24 +6,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from fer_robust.data.base import FERDataset
 
-__all__ = ["EpochShuffleSampler", "build_train_loader", "build_eval_loader"]
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """A random permutation seeded by ``(seed, epoch)``: resuming at an epoch replays its order."""
-
-    def __init__(self, num_samples: int, seed: int = 0):
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=g).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples
+__all__ = ["build_train_loader", "build_eval_loader"]
 
 
 def build_train_loader(dataset: FERDataset, batch_size: int, num_workers: int, sampler: Sampler) -> DataLoader:

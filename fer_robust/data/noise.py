@@ -33,7 +33,8 @@ def default_confusable(num_classes: int) -> dict[int, int]:
 
 
 def inject_label_noise(targets: np.ndarray, num_classes: int, cfg: NoiseConfig,
-                       votes: np.ndarray | None = None, confusable: dict[int, int] | None = None
+                       votes: np.ndarray | None = None,
+                       confusable: dict[int, int] | np.ndarray | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Corrupt ``targets`` as ``cfg`` says.
 
@@ -42,8 +43,9 @@ def inject_label_noise(targets: np.ndarray, num_classes: int, cfg: NoiseConfig,
         num_classes: ``C``.
         cfg: noise type, rate and seed.
         votes: ``(N, C)`` annotator vote counts, needed by ``annotator`` only.
-        confusable: for ``asymmetric``, the class each class is flipped to; classes missing from the
-            map keep their labels. ``None`` means :func:`default_confusable`.
+        confusable: for ``asymmetric``, the class each class is flipped to: a ``{class: class}``
+            map (classes missing from it keep their labels) or a ``(C,)`` array such as
+            ``BenchmarkSpec.confusable_targets()``. ``None`` means :func:`default_confusable`.
 
     Returns:
         ``(noisy_targets, changed_mask)``: ``(N,)`` int64 labels and ``(N,)`` bool, True where the
@@ -69,7 +71,12 @@ def inject_label_noise(targets: np.ndarray, num_classes: int, cfg: NoiseConfig,
         # An offset in 1..C-1 (mod C) is uniform over the other classes and never the same class.
         noisy[flip] = (targets[flip] + rng.integers(1, num_classes, size=len(flip))) % num_classes
     elif cfg.type == "asymmetric":
-        mapping = default_confusable(num_classes) if confusable is None else confusable
+        if confusable is None:
+            mapping = default_confusable(num_classes)
+        elif isinstance(confusable, dict):
+            mapping = {int(k): int(v) for k, v in confusable.items()}
+        else:
+            mapping = {c: int(v) for c, v in enumerate(np.asarray(confusable).tolist())}
         for src, dst in mapping.items():
             if not (0 <= src < num_classes and 0 <= dst < num_classes) or src == dst:
                 raise ValueError(f"confusable map entry {src} -> {dst} must join two different "

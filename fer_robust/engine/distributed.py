@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, broadcast_object_list
+from accelerate.utils import (DistributedDataParallelKwargs, ProjectConfiguration,
+                               broadcast_object_list)
 
 __all__ = ["build_accelerator", "gather_by_index", "broadcast_object", "main_process_first"]
 
@@ -33,8 +34,11 @@ def build_accelerator(mixed_precision: str = "no", grad_accum_steps: int = 1,
     project = ProjectConfiguration(project_dir=str(run_dir) if run_dir else ".",
                                    logging_dir=str(Path(run_dir) / "tensorboard") if run_dir else None,
                                    automatic_checkpoint_naming=False)
+    # A stage may leave parts of the model without gradients (the local head when local_ce has no
+    # weight, the MIM decoder when mim is off); DDP must then be told to expect unused parameters.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps,
-                       project_config=project, log_with=log_with, cpu=cpu)
+                       project_config=project, log_with=log_with, cpu=cpu, kwargs_handlers=[ddp])
 
 
 @torch.no_grad()

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from fer_robust.config import Config, save_config
 from fer_robust.data.base import FERDataset
-from fer_robust.data.loaders import EpochShuffleSampler, build_eval_loader, build_train_loader
+from fer_robust.data.benchmarks import confusable_targets
+from fer_robust.data.loaders import build_eval_loader, build_train_loader
 from fer_robust.data.noise import inject_label_noise, save_noisy_labels
 from fer_robust.data.registry import build_dataset
 from fer_robust.data.samplers import build_sampler
@@ -66,11 +67,11 @@ def apply_label_noise(cfg: Config, train: FERDataset) -> tuple[np.ndarray | None
     if cfg.data.noise.type == "none":
         return None, None
     confusable = None
-    try:
-        from fer_robust.data import benchmarks
-        confusable = benchmarks.confusable_map(cfg.data.name)
-    except (ImportError, AttributeError, KeyError):
-        pass
+    if cfg.data.noise.type == "asymmetric":
+        try:
+            confusable = confusable_targets(train.classes)
+        except ValueError:  # class names that are not emotions (user folders): c -> c + 1
+            confusable = None
     true = train.clean_targets.copy()
     noisy, changed = inject_label_noise(true, train.num_classes, cfg.data.noise, votes=train.votes,
                                         confusable=confusable)
@@ -118,9 +119,7 @@ class Trainer:
         self.sample_state = SampleState(self.train_set.targets, self.num_classes,
                                         true_labels=true_labels)
 
-        sampler = build_sampler(cfg.data.sampler, self.train_set.targets, cfg.seed)
-        self.sampler = sampler if sampler is not None else EpochShuffleSampler(len(self.train_set),
-                                                                               cfg.seed)
+        self.sampler = build_sampler(cfg.data.sampler, self.train_set.targets, cfg.seed)
         train_loader = build_train_loader(self.train_set, cfg.optim.batch_size, cfg.data.num_workers,
                                           self.sampler)
         pass_loader = build_eval_loader(self.train_eval_set, cfg.optim.eval_batch_size,
@@ -140,7 +139,7 @@ class Trainer:
             from fer_robust.losses.dcl import DistributionContrastiveLoss
             self.dcl = DistributionContrastiveLoss(self.num_classes, self.embed_dim,
                                                    cfg.robust.dcl).to(self.device)
-        self.loss_history = LossHistory(cfg.robust.split.loss_window)
+        self.loss_history = LossHistory(len(self.train_set), cfg.robust.split.loss_window)
 
         (self.model, self.optimizer, self.train_loader, self.pass_loader,
          self.val_loader) = acc.prepare(self.model, optimizer, train_loader, pass_loader, val_loader)
@@ -196,7 +195,8 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def _trainer_tensors(self) -> dict[str, torch.Tensor]:
         tensors = {f"sample_state.{k}": v for k, v in self.sample_state.state_dict().items()}
-        tensors.update({f"loss_history.{k}": v for k, v in self.loss_history.state_dict().items()})
+        tensors.update({f"loss_history.{k}": torch.as_tensor(v)
+                        for k, v in self.loss_history.state_dict().items()})
         if self.dcl is not None:
             tensors.update({f"dcl.{k}": v for k, v in self.dcl.state_dict().items()})
         return tensors
@@ -228,8 +228,12 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------------
-    def fit(self) -> dict:
-        """Run all remaining epochs; return the last epoch's metrics record."""
+    def fit(self, stop_after_epoch: int | None = None) -> dict:
+        """Run the remaining epochs; return the last epoch's metrics record.
+
+        ``stop_after_epoch`` ends the process after that epoch's checkpoint (for schedulers with
+        time limits); ``--resume`` then continues exactly where it stopped.
+        """
         record: dict = {}
         for epoch in range(self.start_epoch, self.total_epochs):
             stage = self.stage_at(epoch)
@@ -256,10 +260,15 @@ class Trainer:
                 self.accelerator.log({k: v for k, v in record.items()
                                       if isinstance(v, (int, float))}, step=epoch)
             self._print_epoch(record)
+            stopping = epoch == stop_after_epoch
             last = epoch == self.total_epochs - 1
-            if last or (epoch + 1) % max(self.cfg.checkpoint_every, 1) == 0:
+            if last or stopping or (epoch + 1) % max(self.cfg.checkpoint_every, 1) == 0:
                 self.checkpoints.save(epoch, {"epoch": epoch, "num_updates": self.num_updates,
                                               "best": self.best}, self._trainer_tensors())
+            if stopping and not last:
+                self.accelerator.print(f"stopping after epoch {epoch}; continue with --resume")
+                self.accelerator.end_training()
+                return record
         if self.is_main and self.total_epochs > 0:
             save_model_weights(self.accelerator.unwrap_model(self.model),
                                self.run_dir / "last_model.safetensors")

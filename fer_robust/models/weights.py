@@ -55,12 +55,6 @@ class LoadReport:
     dropped_classifier: list[str] = field(default_factory=list)
     stripped_prefix: str = ""
 
-    @property
-    def loaded_fraction(self) -> float:
-        """Share of the model's tensors that came from the file."""
-        total = len(self.loaded) + len(self.missing)
-        return len(self.loaded) / total if total else 0.0
-
     def summary(self) -> str:
         """One paragraph for the log, listing the first few missing and unexpected keys."""
         def head(keys: list[str]) -> str:
@@ -160,7 +154,10 @@ def load_pretrained_file(model: nn.Module, path: str | os.PathLike,
     mismatched: list[str] = []
     for key, value in state.items():
         if key in model_keys:
-            if tuple(value.shape) != tuple(target[key].shape):
+            if tuple(value.shape) != tuple(target[key].shape) and key.startswith(
+                    _CLASSIFIER_PREFIXES):
+                report.dropped_classifier.append(key)  # a head for another number of classes
+            elif tuple(value.shape) != tuple(target[key].shape):
                 mismatched.append(f"{key}: file {tuple(value.shape)} vs model "
                                   f"{tuple(target[key].shape)}")
             else:

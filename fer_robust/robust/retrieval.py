@@ -26,8 +26,11 @@ __all__ = ["faiss_gpu_available", "knn_search", "per_class_average_precision",
 _FAISS_GPU_MAX_K = 2048
 # faiss warns below 39 training points per IVF list: nlist is capped so the gallery can train it.
 _MIN_POINTS_PER_LIST = 39
-# Train IVF centroids on at most this many gallery points per list (a subsample is as good, faster).
-_MAX_TRAIN_POINTS_PER_LIST = 256
+# IVF k-means trains on this many gallery points per list for this many iterations: training is
+# the largest fixed cost of an IVF search, and more points or iterations did not raise recall on
+# clustered embeddings (benchmarks/relabel_scale.py).
+_TRAIN_POINTS_PER_LIST = 64
+_KMEANS_ITERATIONS = 10
 
 
 def faiss_gpu_available() -> bool:
@@ -62,10 +65,11 @@ def _build_faiss_index(gallery: np.ndarray, index: str, nlist: int, nprobe: int,
         nlist = max(1, min(nlist, num_gallery // _MIN_POINTS_PER_LIST))
         quantizer = faiss.IndexFlatIP(dim)
         cpu_index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        n_train = min(num_gallery, nlist * _MAX_TRAIN_POINTS_PER_LIST)
+        n_train = min(num_gallery, nlist * _TRAIN_POINTS_PER_LIST)
         rng = np.random.default_rng(seed)
         train = gallery[np.sort(rng.choice(num_gallery, n_train, replace=False))]
         cpu_index.cp.seed = seed  # k-means initialisation, so the IVF result is reproducible
+        cpu_index.cp.niter = _KMEANS_ITERATIONS
         cpu_index.train(train)
         cpu_index.nprobe = max(1, min(nprobe, nlist))
     else:
@@ -172,20 +176,22 @@ def knn_search(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | torch.T
 
 
 def per_class_average_precision(neighbor_labels: np.ndarray, num_classes: int,
-                                chunk_size: int = 8192) -> np.ndarray:
+                                chunk_size: int = 4096) -> np.ndarray:
     """Average precision of each class in each query's ranked neighbour list, vectorised.
 
     For query q with ranked neighbour labels ``y_1..y_K`` and class c::
 
         AP_c = (1 / R_c) * sum_{k : y_k = c} precision_c@k,   precision_c@k = #{j <= k : y_j = c} / k
 
-    with ``R_c = #{k : y_k = c}`` (``AP_c = 0`` when ``R_c = 0``). Computed as a one-hot (Q, K, C)
-    tensor, its cumulative sum along K, and a sum over K; queries are processed ``chunk_size`` at a
-    time to bound memory at ``chunk_size * K * C`` floats.
+    with ``R_c = #{k : y_k = c}`` (``AP_c = 0`` when ``R_c = 0``). Computed from a one-hot tensor, its
+    cumulative sum along K, and a product with ``1/k``; no loop over queries. The one-hot is laid
+    out (Q, C, K) so the cumulative sum runs along contiguous memory (several times faster than
+    along the middle axis of (Q, K, C)). Queries go ``chunk_size`` at a time, bounding memory at
+    ``chunk_size * C * K`` floats.
 
     Args:
-        neighbor_labels: (Q, K) int labels of the ranked neighbours (best first). Negative labels
-            (missing neighbours) count as no class.
+        neighbor_labels: (Q, K) int labels of the ranked neighbours (best first). Labels outside
+            ``[0, num_classes)`` (e.g. -1 for a missing neighbour) count for no class.
         num_classes: C.
 
     Returns:
@@ -196,18 +202,16 @@ def per_class_average_precision(neighbor_labels: np.ndarray, num_classes: int,
     out = np.zeros((num_queries, num_classes), np.float32)
     if num_neighbors == 0:
         return out
-    inv_rank = 1.0 / torch.arange(1, num_neighbors + 1, dtype=torch.float32)  # 1/k, (K,)
+    inv_rank = 1.0 / np.arange(1, num_neighbors + 1, dtype=np.float32)            # 1/k, (K,)
+    classes = np.arange(num_classes)[None, :, None]
     for start in range(0, num_queries, chunk_size):
-        labels = torch.from_numpy(neighbor_labels[start:start + chunk_size].astype(np.int64))
-        valid = (labels >= 0) & (labels < num_classes)
-        one_hot = torch.zeros(*labels.shape, num_classes + 1, dtype=torch.float32)
-        # Invalid labels go to a spare column that is dropped, so they count for no class.
-        one_hot.scatter_(2, torch.where(valid, labels, num_classes).unsqueeze(2), 1.0)
-        one_hot = one_hot[..., :num_classes]                                   # (q, K, C)
-        hits_so_far = one_hot.cumsum(dim=1)                                     # (q, K, C)
-        precision_sum = (one_hot * hits_so_far * inv_rank[None, :, None]).sum(1)  # (q, C)
-        relevant = one_hot.sum(1)                                               # R_c, (q, C)
-        out[start:start + chunk_size] = (precision_sum / relevant.clamp_min(1.0)).numpy()
+        labels = neighbor_labels[start:start + chunk_size]
+        one_hot = labels[:, None, :] == classes                                    # (q, C, K) bool
+        hits_so_far = np.cumsum(one_hot, axis=2, dtype=np.float32)                 # (q, C, K)
+        hits_so_far *= one_hot                                                     # only at class-c ranks
+        precision_sum = hits_so_far @ inv_rank                                     # (q, C)
+        relevant = np.count_nonzero(one_hot, axis=2)                               # R_c, (q, C)
+        out[start:start + chunk_size] = precision_sum / np.maximum(relevant, 1)
     return out
 
 

@@ -1,0 +1,71 @@
+"""Config: defaults ⊕ YAML (with _base_) ⊕ overrides; unknown keys and bad types are named errors."""
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fer_robust.config import Config, ConfigError, config_to_dict, load_config, save_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert sum(s.epochs for s in cfg.stages) > 0
+
+
+def test_override_changes_nested_value_and_list_item():
+    cfg = load_config(CONFIGS / "demo.yaml", ["optim.lr=0.5", "stages.1.epochs=0",
+                                              "data.noise.type=symmetric", "data.noise.rate=0.3",
+                                              "data.augment.crop_scale=[0.5, 1.0]"])
+    assert cfg.optim.lr == 0.5 and cfg.stages[1].epochs == 0
+    assert cfg.data.noise.type == "symmetric" and cfg.data.noise.rate == 0.3
+    assert cfg.data.augment.crop_scale == (0.5, 1.0)
+
+
+def test_base_chain_keeps_parent_values_and_child_overrides():
+    cfg = load_config(CONFIGS / "ferplus_cpu_baseline.yaml")
+    assert cfg.model.arch == "baseline"              # child
+    assert cfg.data.name == "ferplus" and cfg.data.img_size == 48  # parent
+    assert [s.kind for s in cfg.stages] == ["warmup"]
+
+
+def test_unknown_override_key_is_named():
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        load_config(CONFIGS / "demo.yaml", ["optim.lrr=0.1"])
+
+
+def test_unknown_yaml_key_names_key_and_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: demo\n  imgsize: 64\n")
+    with pytest.raises(ConfigError, match=r"data\.imgsize.*bad\.yaml"):
+        load_config(bad)
+
+
+def test_wrong_type_and_bad_choice_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match="optim.batch_size"):
+        load_config(None, ["optim.batch_size=abc"])
+    with pytest.raises(ConfigError, match="data.name"):
+        load_config(None, ["data.name=imagenet"])
+    with pytest.raises(ConfigError, match="loss term"):
+        load_config(None, ["stages.0.loss_weights.foo=1"])
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("data:\n  name: demo\n   img_size: [\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml line \d+"):
+        load_config(bad)
+
+
+def test_saved_config_reloads_identically(tmp_path):
+    cfg = load_config(CONFIGS / "demo.yaml", ["optim.lr=0.123", "data.noise.type=annotator"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert config_to_dict(again) == config_to_dict(cfg)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["optim"]["lr"] == 0.123
+
+
+def test_defaults_are_a_valid_config():
+    assert isinstance(load_config(), Config)

@@ -1,0 +1,168 @@
+"""tools/train.py, tools/test.py and tools/predict.py end to end on the built-in demo data."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_robust.cli import predict as predict_cli
+from fer_robust.cli import test as test_cli
+from fer_robust.cli import train as train_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "configs" / "demo.yaml")
+# Small and quick: a tiny demo set at 48 px.
+FAST = ["data.img_size=48", "data.demo_train_per_class=24", "data.demo_val_per_class=8",
+        "data.demo_test_per_class=8", "optim.batch_size=32", "optim.eval_batch_size=64",
+        "progress_bar=false"]
+
+
+def two_stage(epochs=(1, 1)):
+    return [f"stages.0.epochs={epochs[0]}", f"stages.1.epochs={epochs[1]}", "stages.2.epochs=0"]
+
+
+def run_tool(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1",
+                               "PYTHONPATH": str(ROOT)}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "demo"
+    train_cli.main(["--config", DEMO, *FAST, *two_stage(), f"output_dir={run}"])
+    return run
+
+
+def test_two_epoch_run_writes_every_file(demo_run):
+    for name in ("config.yaml", "classes.json", "metrics.jsonl", "best_model.safetensors",
+                 "best.json", "last_model.safetensors", "checkpoints/latest"):
+        assert (demo_run / name).is_file(), name
+    records = [json.loads(x) for x in (demo_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for r in records:
+        assert {"loss", "lr", "val_accuracy", "epoch_seconds", "stage"} <= set(r)
+    latest = (demo_run / "checkpoints/latest").read_text().strip()
+    assert (demo_run / "checkpoints" / latest / "trainer_state.safetensors").is_file()
+    assert (demo_run / "samples" / "epoch_001.npz").is_file()  # the self-paced epoch's split
+
+
+def test_test_tool_reproduces_recorded_val_accuracy(demo_run, tmp_path):
+    best = json.loads((demo_run / "best.json").read_text())
+    out = tmp_path / "val.json"
+    result = test_cli.main(["--checkpoint", str(demo_run), "--split", "val", "--out", str(out),
+                            "--batch-size", "7"])
+    assert result["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-9)
+    saved = json.loads(out.read_text())
+    for key in ("accuracy", "mean_class_accuracy", "macro_f1", "num_samples", "per_class_accuracy",
+                "confusion_matrix"):
+        assert key in saved
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert np.asarray(saved["confusion_matrix"]).sum() == saved["num_samples"] == 56
+
+
+def test_test_tool_result_does_not_depend_on_batch_size(demo_run, tmp_path):
+    a = test_cli.main(["--checkpoint", str(demo_run), "--split", "test", "--batch-size", "1",
+                       "--out", str(tmp_path / "a.json"), "--tta", "hflip"])
+    b = test_cli.main(["--checkpoint", str(demo_run), "--split", "test", "--batch-size", "64",
+                       "--out", str(tmp_path / "b.json"), "--tta", "hflip"])
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+
+
+def test_predict_tool_on_a_folder(demo_run, tmp_path):
+    from fer_robust.data.demo import save_demo_as_image_folder
+    save_demo_as_image_folder(tmp_path / "faces", per_class=2, img_size=48)
+    rows = predict_cli.main(["--checkpoint", str(demo_run), str(tmp_path / "faces"),
+                             "--out", str(tmp_path / "pred.csv")])
+    assert len(rows) == len(list((tmp_path / "faces").rglob("*.png")))
+    probs = np.array([[v for k, v in r.items() if k.startswith("p_")] for r in rows])
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (tmp_path / "pred.csv").read_text().count("\n") == len(rows) + 1
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    common = ["--config", DEMO, *FAST, "stages.0.epochs=1", "stages.1.epochs=1", "stages.2.epochs=1",
+              "data.noise.type=symmetric", "data.noise.rate=0.3"]
+    train_cli.main([*common, f"output_dir={tmp_path / 'full'}"])
+    train_cli.main([*common, f"output_dir={tmp_path / 'cut'}", "--stop-after-epoch", "1"])
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
+    train_cli.main(["--resume", str(tmp_path / "cut")])
+    full = [json.loads(x) for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
+    cut = [json.loads(x) for x in (tmp_path / "cut/metrics.jsonl").read_text().splitlines()]
+    assert len(full) == len(cut) == 3
+    for a, b in zip(full, cut):
+        for key, value in a.items():
+            if key == "epoch_seconds":
+                continue
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["epoch"], key)
+            else:
+                assert b[key] == value, (a["epoch"], key)
+
+
+def test_config_typo_is_a_clear_error_and_writes_nothing(tmp_path):
+    res = run_tool("tools/train.py", "--config", DEMO, "optim.lrr=0.1", f"output_dir={tmp_path}/x")
+    assert res.returncode == 2
+    assert "unknown config key 'optim.lrr'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_run_is_not_overwritten(demo_run):
+    before = (demo_run / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--config", DEMO, *FAST, f"output_dir={demo_run}"])
+    assert exc.value.code == 2
+    assert (demo_run / "metrics.jsonl").read_text() == before
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    res = run_tool("tools/test.py", "--checkpoint", str(tmp_path / "nope"))
+    assert res.returncode == 2 and "checkpoint not found" in res.stderr
+
+
+def test_dataset_root_without_expected_files_is_a_clear_error(tmp_path):
+    res = run_tool("tools/train.py", "--config", str(ROOT / "configs/ferplus_cpu.yaml"),
+                   f"data.root={tmp_path}", f"output_dir={tmp_path}/run")
+    assert res.returncode == 2
+    assert "FER2013Train" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_evaluate_identically(tmp_path):
+    """accelerate launch with 2 CPU processes: same schedule and comparable metrics as 1 process
+    (per-process batch halved so the global batch matches; BatchNorm statistics are per process,
+    so training is close, not bit-identical), and identical evaluation of one checkpoint."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    args = ["--config", DEMO, *FAST, *two_stage((2, 1)), "data.demo_train_per_class=40"]
+    one = subprocess.run([sys.executable, "tools/train.py", *args, "optim.batch_size=32",
+                          f"output_dir={tmp_path / 'one'}", "--cpu"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert one.returncode == 0, one.stderr[-3000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    two = subprocess.run([*launch, "tools/train.py", *args, "optim.batch_size=16",
+                          f"output_dir={tmp_path / 'two'}", "--cpu"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert two.returncode == 0, two.stderr[-3000:]
+    rec1 = [json.loads(x) for x in (tmp_path / "one/metrics.jsonl").read_text().splitlines()]
+    rec2 = [json.loads(x) for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rec1] == [r["epoch"] for r in rec2] == [0, 1, 2]
+    assert [r["stage"] for r in rec1] == [r["stage"] for r in rec2]
+    for a, b in zip(rec1, rec2):
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-6)  # same number of optimiser updates
+    assert abs(rec1[-1]["val_accuracy"] - rec2[-1]["val_accuracy"]) <= 0.15
+    assert abs(rec1[-1]["loss"] - rec2[-1]["loss"]) <= 0.25 * rec1[-1]["loss"]
+    # One checkpoint, evaluated by 1 and by 2 processes: identical results.
+    ev1 = subprocess.run([sys.executable, "tools/test.py", "--checkpoint", str(tmp_path / "one"),
+                          "--split", "val", "--out", str(tmp_path / "ev1.json"), "--cpu"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    ev2 = subprocess.run([*launch, "tools/test.py", "--checkpoint", str(tmp_path / "one"),
+                          "--split", "val", "--out", str(tmp_path / "ev2.json"), "--cpu"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert ev1.returncode == 0 and ev2.returncode == 0, ev2.stderr[-3000:]
+    r1, r2 = (json.loads((tmp_path / f).read_text()) for f in ("ev1.json", "ev2.json"))
+    assert r1["confusion_matrix"] == r2["confusion_matrix"] and r1["num_samples"] == r2["num_samples"]
