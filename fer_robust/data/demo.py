@@ -56,9 +56,9 @@ _EXPRESSION_OFFSETS = np.array([
     [-0.20, 0.45, 0.30, 0.00, 0.65, 0.75, 0.50, 0.00],  # fear
 ], dtype=np.float64)
 # Per-person standard deviation of each parameter: idiosyncrasies that blur the class borders.
-_PERSON_JITTER = np.array([0.12, 0.06, 0.08, 0.12, 0.12, 0.15, 0.10, 0.10])
+_PERSON_JITTER = np.array([0.06, 0.03, 0.04, 0.06, 0.06, 0.08, 0.05, 0.05])
 # Intensity of the expression, uniform in this range: weak expressions are the ambiguous ones.
-_INTENSITY_RANGE = (0.5, 1.0)
+_INTENSITY_RANGE = (0.75, 1.0)
 # Drawing happens at this multiple of the output size and is box-filtered down (anti-aliasing).
 _SUPERSAMPLE = 2
 
@@ -111,19 +111,19 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
         raise ValueError(f"expression must be in 0..{len(DEMO_CLASSES) - 1}, got {expression}")
     p = _face_parameters(expression, rng)
     s = size * _SUPERSAMPLE
-    background = _random_colour(rng, 30, 230)
+    background = _random_colour(rng, 70, 190)
     img = Image.new("RGB", (s, s), background)
     draw = ImageDraw.Draw(img)
-    line = max(1, round(s / 40))  # stroke width that scales with the image
+    line = max(1, round(s / 28))  # stroke width that scales with the image
 
     # Head geometry: position, scale and aspect jitter.
-    cx = s * (0.5 + rng.uniform(-0.07, 0.07))
-    cy = s * (0.5 + rng.uniform(-0.04, 0.05))
-    rx = s * 0.3 * rng.uniform(0.88, 1.08)
+    cx = s * (0.5 + rng.uniform(-0.04, 0.04))
+    cy = s * (0.5 + rng.uniform(-0.03, 0.03))
+    rx = s * 0.36 * rng.uniform(0.92, 1.05)
     ry = rx * rng.uniform(1.15, 1.3)
 
     # Shoulders (clothing), then hair behind the head, then the head.
-    shirt = _random_colour(rng, 20, 235)
+    shirt = _random_colour(rng, 60, 200)
     draw.ellipse([cx - 2.2 * rx, cy + 0.85 * ry, cx + 2.2 * rx, cy + 2.6 * ry], fill=shirt)
     skin = _skin_tone(rng)
     draw.rectangle([cx - 0.35 * rx, cy + 0.6 * ry, cx + 0.35 * rx, cy + 1.1 * ry], fill=skin)  # neck
@@ -162,7 +162,7 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
                   width=line + 2)
 
     # Glasses (optional), over eyes but under brows' reach.
-    if rng.random() < 0.25:
+    if rng.random() < 0.1:
         frame = _random_colour(rng, 0, 120)
         r = 1.35 * eye_w
         for side in (-1, 1):
@@ -203,13 +203,13 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
 
     # Box-filter down to the output size, then a small head rotation (cheaper at the small size).
     img = img.reduce(_SUPERSAMPLE)
-    img = img.rotate(rng.uniform(-12.0, 12.0), resample=Image.BILINEAR,
+    img = img.rotate(rng.uniform(-6.0, 6.0), resample=Image.BILINEAR,
                      center=(cx / _SUPERSAMPLE, cy / _SUPERSAMPLE), fillcolor=background)
 
     # Global brightness/contrast and pixel noise.
     arr = np.asarray(img, dtype=np.float32)
     arr = (arr - 128.0) * rng.uniform(0.8, 1.15) + 128.0 + rng.uniform(-20, 20)
-    arr += rng.normal(0.0, rng.uniform(2.0, 8.0), arr.shape).astype(np.float32)
+    arr += rng.normal(0.0, rng.uniform(1.0, 4.0), arr.shape).astype(np.float32)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
