@@ -337,8 +337,10 @@ class Trainer:
     def train_one_epoch(self, epoch: int, stage: Stage) -> dict:
         acc, cfg = self.accelerator, self.cfg
         self.model.train()
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
+        # accelerate's loader re-seeds its sampler from its own iteration counter on every
+        # __iter__; setting it to the epoch keeps the order a function of the epoch, so a resumed
+        # run replays exactly the order an uninterrupted run sees.
+        self.train_loader.set_epoch(epoch)
         use_mim = stage.weight("mim") > 0 and cfg.model.arch == "two_branch" and cfg.model.mim.enabled
         sums: dict[str, float] = {}
         steps = 0
