@@ -14,10 +14,9 @@ from fer_robust.cli import train as train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "configs" / "demo.yaml")
-NOISY = ["data.img_size=48", "data.demo_train_per_class=60", "data.demo_val_per_class=10",
-         "data.demo_test_per_class=4", "optim.batch_size=32", "optim.eval_batch_size=128",
-         "progress_bar=false", "data.noise.type=symmetric", "data.noise.rate=0.3",
-         "stages.0.epochs=3", "stages.1.epochs=1", "stages.2.epochs=1"]
+# The demo recipe (ResNet-10, 48 px, 1,400 training faces) with 30% of the labels flipped.
+NOISY = ["data.demo_val_per_class=20", "data.demo_test_per_class=4", "progress_bar=false",
+         "data.noise.type=symmetric", "data.noise.rate=0.3", "stages.0.epochs=5"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def test_relabel_tool_writes_one_row_per_training_image(noisy_run, tmp_path):
     summary = relabel_cli.main(["--checkpoint", str(noisy_run), "--out", str(tmp_path / "rel")])
     with open(tmp_path / "rel" / "relabel.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == summary["num_samples"] == 7 * 60
+    assert len(rows) == summary["num_samples"] == 7 * 200
     soft = np.array([[float(r[k]) for k in r if k.startswith("soft_")] for r in rows])
     assert np.allclose(soft.sum(1), 1.0, atol=1e-3)
     assert {r["status"] for r in rows} == {"clean", "noisy"}

@@ -58,7 +58,7 @@ _EXPRESSION_OFFSETS = np.array([
 # Per-person standard deviation of each parameter: idiosyncrasies that blur the class borders.
 _PERSON_JITTER = np.array([0.06, 0.03, 0.04, 0.06, 0.06, 0.08, 0.05, 0.05])
 # Intensity of the expression, uniform in this range: weak expressions are the ambiguous ones.
-_INTENSITY_RANGE = (0.75, 1.0)
+_INTENSITY_RANGE = (0.85, 1.0)
 # Drawing happens at this multiple of the output size and is box-filtered down (anti-aliasing).
 _SUPERSAMPLE = 2
 
@@ -127,7 +127,7 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
     draw.ellipse([cx - 2.2 * rx, cy + 0.85 * ry, cx + 2.2 * rx, cy + 2.6 * ry], fill=shirt)
     skin = _skin_tone(rng)
     draw.rectangle([cx - 0.35 * rx, cy + 0.6 * ry, cx + 0.35 * rx, cy + 1.1 * ry], fill=skin)  # neck
-    has_hair = rng.random() < 0.75
+    has_hair = rng.random() < 0.5
     hair = _hair_colour(rng)
     if has_hair:
         draw.ellipse([cx - 1.1 * rx, cy - 1.12 * ry, cx + 1.1 * rx, cy + 0.3 * ry], fill=hair)
@@ -162,7 +162,7 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
                   width=line + 2)
 
     # Glasses (optional), over eyes but under brows' reach.
-    if rng.random() < 0.1:
+    if rng.random() < 0.05:
         frame = _random_colour(rng, 0, 120)
         r = 1.35 * eye_w
         for side in (-1, 1):
@@ -203,12 +203,12 @@ def draw_face(expression: int, rng: np.random.Generator, size: int) -> Image.Ima
 
     # Box-filter down to the output size, then a small head rotation (cheaper at the small size).
     img = img.reduce(_SUPERSAMPLE)
-    img = img.rotate(rng.uniform(-6.0, 6.0), resample=Image.BILINEAR,
+    img = img.rotate(rng.uniform(-4.0, 4.0), resample=Image.BILINEAR,
                      center=(cx / _SUPERSAMPLE, cy / _SUPERSAMPLE), fillcolor=background)
 
     # Global brightness/contrast and pixel noise.
     arr = np.asarray(img, dtype=np.float32)
-    arr = (arr - 128.0) * rng.uniform(0.8, 1.15) + 128.0 + rng.uniform(-20, 20)
+    arr = (arr - 128.0) * rng.uniform(0.9, 1.1) + 128.0 + rng.uniform(-10, 10)
     arr += rng.normal(0.0, rng.uniform(1.0, 4.0), arr.shape).astype(np.float32)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 

@@ -53,13 +53,18 @@ class RunDirError(RuntimeError):
     """The run directory already holds a run (and ``--resume`` was not given), or lacks one."""
 
 
-def load_datasets(cfg: Config) -> tuple[FERDataset, FERDataset, FERDataset]:
-    """(train with train transforms, train with eval transforms, val) for a config."""
+def load_datasets(cfg: Config) -> tuple[FERDataset, FERDataset]:
+    """(train with train transforms, val) for a config."""
     train = build_dataset(cfg.data, "train", build_transform(cfg.data, train=True))
     val = build_dataset(cfg.data, "val", build_transform(cfg.data, train=False))
-    train_eval = copy.copy(train)
-    train_eval.transform = build_transform(cfg.data, train=False)
-    return train, train_eval, val
+    return train, val
+
+
+def eval_view(dataset: FERDataset, cfg: Config) -> FERDataset:
+    """The same samples and (current, possibly noisy) labels with evaluation transforms."""
+    view = copy.copy(dataset)
+    view.transform = build_transform(cfg.data, train=False)
+    return view
 
 
 def apply_label_noise(cfg: Config, train: FERDataset) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -108,14 +113,15 @@ class Trainer:
         self._check_run_dir()
         seed_everything(cfg.seed)
 
-        self.train_set, self.train_eval_set, self.val_set = load_datasets(cfg)
+        self.train_set, self.val_set = load_datasets(cfg)
         if cfg.data.cache_in_memory:
             for ds in (self.train_set, self.val_set):
                 ds.cache_in_memory()
-            self.train_eval_set._cache = self.train_set._cache
         self.class_names = self.train_set.classes
         self.num_classes = len(self.class_names)
         true_labels, _ = apply_label_noise(cfg, self.train_set)
+        # Made after the noise: the per-sample pass must score the labels training is given.
+        self.train_eval_set = eval_view(self.train_set, cfg)
         self.sample_state = SampleState(self.train_set.targets, self.num_classes,
                                         true_labels=true_labels)
 
