@@ -78,7 +78,8 @@ def test_same_random_state_gives_same_face_whatever_the_expression_so_only_the_f
 
 def test_demo_expressions_are_learnable_but_not_trivially():
     # Histograms of gradient orientations (8-px cells) + a ridge classifier: far above chance
-    # (1/7 = 14%), far from perfect, because faces move, scale, rotate and vary in intensity.
+    # (1/7 = 14%); raw pixels with a nearest-centroid rule stay near chance, because faces move,
+    # scale, rotate and vary in colour and lighting.
     from sklearn.linear_model import RidgeClassifier
 
     cfg = _demo_cfg(demo_train_per_class=60, demo_val_per_class=30)
@@ -99,7 +100,14 @@ def test_demo_expressions_are_learnable_but_not_trivially():
 
     clf = RidgeClassifier(alpha=10.0).fit(features(train), train.targets)
     accuracy = (clf.predict(features(val)) == val.targets).mean()
-    assert 0.4 < accuracy < 0.9, accuracy
+    assert accuracy > 0.6, accuracy
+    pixels_train = np.stack([np.asarray(train.load_image(i), np.float32).ravel()
+                             for i in range(len(train))])
+    pixels_val = np.stack([np.asarray(val.load_image(i), np.float32).ravel()
+                           for i in range(len(val))])
+    centroids = np.stack([pixels_train[train.targets == c].mean(0) for c in range(7)])
+    nearest = ((pixels_val[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
+    assert (nearest == val.targets).mean() < 0.4
 
 
 def test_save_demo_as_image_folder_writes_split_class_tree_with_the_lazy_images(tmp_path):
