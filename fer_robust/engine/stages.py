@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+import torch
 
 from fer_robust.config import StageConfig
 from fer_robust.engine.distributed import broadcast_object
@@ -121,10 +122,9 @@ def robust_update(trainer: "Trainer", epoch: int, relabel: bool) -> dict:
     # Fill the DCL memory with this pass's clean embeddings (eval-mode, so the class statistics
     # describe the current model rather than a mix of older training steps).
     if trainer.dcl is not None:
-        trainer.dcl.reset_memory() if hasattr(trainer.dcl, "reset_memory") else None
+        trainer.dcl.reset_memory()
         clean = np.flatnonzero(decision.clean_mask)
         order = np.random.default_rng(trainer.cfg.seed + epoch).permutation(clean)
-        import torch
         trainer.dcl.update_memory(torch.from_numpy(result.embedding[order]).to(trainer.device),
                                   torch.from_numpy(state.given_labels[order]).to(trainer.device))
 

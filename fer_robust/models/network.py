@@ -33,7 +33,22 @@ from fer_robust.models.mim import MIMHead, random_masking
 __all__ = ["TwoBranchFER", "BaselineFER"]
 
 
-class TwoBranchFER(nn.Module):
+class _BackboneNet(nn.Module):
+    """What both networks share: a timm backbone as ``self.backbone`` and the timm contract's
+    first step."""
+    backbone: Backbone
+
+    @property
+    def data_config(self) -> dict:
+        """timm's preprocessing for the backbone (``mean``, ``std``, ``interpolation``, ...)."""
+        return timm.data.resolve_model_data_config(self.backbone.model)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` -> backbone map ``(N, C, h, w)``."""
+        return self.backbone(x)
+
+
+class TwoBranchFER(_BackboneNet):
     """Shared backbone -> global branch (ARM -> G -> logits) and local branch (regions -> L ->
     local logits; its region map feeds the MIM decoder).
 
@@ -71,15 +86,6 @@ class TwoBranchFER(nn.Module):
         self.global_dim = self.global_branch.out_dim
         self.local_dim = self.local_branch.out_dim
         self.embed_dim = self.local_dim + self.global_dim
-
-    @property
-    def data_config(self) -> dict:
-        """timm's preprocessing for the backbone (``mean``, ``std``, ``interpolation``, ...)."""
-        return timm.data.resolve_model_data_config(self.backbone.model)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> backbone map ``(N, C, h, w)``."""
-        return self.backbone(x)
 
     def forward_head(self, feat: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global branch: map -> logits ``(N, num_classes)``, or G ``(N, global_dim)`` if
@@ -132,7 +138,7 @@ class TwoBranchFER(nn.Module):
         return out
 
 
-class BaselineFER(nn.Module):
+class BaselineFER(_BackboneNet):
     """The control: backbone -> global average pooling -> dropout -> linear.
 
     ``forward(x, mim=...)`` accepts the flag so the trainer can call both models alike; the
@@ -155,15 +161,6 @@ class BaselineFER(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(cfg.drop_rate)
         self.head = nn.Linear(self.embed_dim, num_classes)
-
-    @property
-    def data_config(self) -> dict:
-        """timm's preprocessing for the backbone (``mean``, ``std``, ``interpolation``, ...)."""
-        return timm.data.resolve_model_data_config(self.backbone.model)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` -> backbone map ``(N, C, h, w)``."""
-        return self.backbone(x)
 
     def forward_head(self, feat: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Map -> logits ``(N, num_classes)``, or the pooled feature ``(N, C)`` if ``pre_logits``."""
