@@ -166,3 +166,22 @@ def test_two_processes_train_like_one_and_evaluate_identically(tmp_path):
     assert ev1.returncode == 0 and ev2.returncode == 0, ev2.stderr[-3000:]
     r1, r2 = (json.loads((tmp_path / f).read_text()) for f in ("ev1.json", "ev2.json"))
     assert r1["confusion_matrix"] == r2["confusion_matrix"] and r1["num_samples"] == r2["num_samples"]
+
+
+def test_non_finite_loss_stops_naming_epoch_step_and_term(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from fer_robust.engine.trainer import Trainer
+
+    real = Trainer.compute_losses
+
+    def poisoned(self, out, labels, index, stage):
+        terms = real(self, out, labels, index, stage)
+        terms["mim"] = terms["mim"] * torch.tensor(float("nan"))
+        return terms
+
+    monkeypatch.setattr(Trainer, "compute_losses", poisoned)
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--config", DEMO, *FAST, *two_stage(), f"output_dir={tmp_path / 'nan'}"])
+    assert exc.value.code == 2
+    assert "non-finite loss at epoch 0, step 0: term 'mim'" in capsys.readouterr().err

@@ -112,9 +112,6 @@ def robust_update(trainer: "Trainer", epoch: int, relabel: bool) -> dict:
     state.ce_weight = decision.clean_mask.astype(np.float32)
     state.soft_labels = np.where(decision.relabeled_mask[:, None], decision.soft_labels, 0.0
                                  ).astype(np.float32)
-    if rcfg.sharpen != 1.0:
-        sharp = state.soft_labels ** (1.0 / rcfg.sharpen)
-        state.soft_labels = (sharp / np.maximum(sharp.sum(1, keepdims=True), 1e-12)).astype(np.float32)
     use_soft = decision.relabeled_mask & (decision.confidence >= rcfg.min_confidence)
     state.relabeled_mask = use_soft
     state.soft_weight = use_soft.astype(np.float32)

@@ -1,0 +1,75 @@
+"""Annotator noise and the relabel tool's vote comparison, on a tiny FERPlus-format fixture."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_robust.cli import relabel as relabel_cli
+from fer_robust.cli import train as train_cli
+from fer_robust.data.demo import draw_face
+
+ROOT = Path(__file__).resolve().parents[1]
+# Demo expression index -> FERPlus class index (neutral, happiness, surprise, sadness, anger,
+# disgust, fear, contempt).
+DEMO_TO_FERPLUS = [0, 1, 3, 2, 4, 5, 6]
+
+
+def write_ferplus_fixture(root: Path, per_class: dict[str, int], seed: int = 0) -> None:
+    """FER+ layout: FER2013{Train,Valid}/label.csv (no header) + 48x48 grayscale PNGs.
+
+    Every image has 7 votes for its class and 3 for the next class, so its vote distribution
+    is (0.7, 0.3) and the majority protocol keeps it with its own class.
+    """
+    rng = np.random.default_rng(seed)
+    for folder, n in per_class.items():
+        out = root / folder
+        out.mkdir(parents=True)
+        rows = []
+        for i in range(n * 7):
+            demo_class = i % 7
+            cls = DEMO_TO_FERPLUS[demo_class]
+            name = f"fer{i:07d}.png"
+            draw_face(demo_class, rng, 48).convert("L").save(out / name)
+            votes = [0] * 10
+            votes[cls] = 7
+            votes[(cls + 1) % 7] = 3
+            rows.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+        (out / "label.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_annotator_noise_run_and_vote_comparison(tmp_path):
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 30, "FER2013Valid": 6})
+    run = tmp_path / "run"
+    train_cli.main(["--config", str(ROOT / "configs/demo.yaml"), "data.name=ferplus",
+                    f"data.root={data}", "data.noise.type=annotator", "stages.0.epochs=2",
+                    "stages.1.epochs=0", "stages.2.epochs=1", "progress_bar=false",
+                    "optim.batch_size=32", "log_tensorboard=true", f"output_dir={run}"])
+    noisy = np.load(run / "noisy_labels.npz")
+    # One tagger's vote drawn in proportion to 7/3 counts: about 30% differ from the majority.
+    assert 0.15 < noisy["changed_mask"].mean() < 0.45
+    assert any((run / "tensorboard").rglob("events.out.tfevents*"))
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert "split_f1" in records[-1] and "relabel_accuracy" in records[-1]
+
+    summary = relabel_cli.main(["--checkpoint", str(run), "--out", str(tmp_path / "rel")])
+    votes = summary["votes_all"]
+    changed = noisy["changed_mask"].mean()
+    # Given one-hot vs (0.7, 0.3) votes: TV 0.3 where the given label is the majority, 0.7 where
+    # it is the minority vote.
+    assert votes["tv_given_to_votes"] == pytest.approx(0.3 + 0.4 * changed, abs=1e-6)
+    assert votes["argmax_agreement_given_with_majority"] == pytest.approx(1 - changed, abs=1e-6)
+    assert 0.0 <= votes["tv_soft_to_votes"] <= 1.0
+    assert summary["num_samples"] == 210
+
+
+def test_vote_agreement_on_a_handmade_example():
+    soft = np.array([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    given = np.array([0, 2])
+    votes = np.array([[7, 3, 0], [0, 10, 0]], np.float32)
+    out = relabel_cli.vote_agreement(soft, given, votes, majority=np.array([0, 1]))
+    assert out["tv_soft_to_votes"] == pytest.approx(0.0)
+    assert out["tv_given_to_votes"] == pytest.approx((0.3 + 1.0) / 2)
+    assert out["argmax_agreement_soft_with_majority"] == 1.0
+    assert out["argmax_agreement_given_with_majority"] == 0.5
