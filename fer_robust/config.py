@@ -292,9 +292,7 @@ def _build(cls: type, values: dict, prefix: str, source: str):
     for k, v in values.items():
         full = f"{prefix}.{k}" if prefix else k
         kwargs[k] = _coerce(v, hints[k], full, source)
-    obj = cls(**kwargs)
-    # Fill in default sub-sections that were not given, keeping given ones.
-    return obj
+    return cls(**kwargs)  # sections not given keep their defaults
 
 
 def config_to_dict(cfg: Any) -> Any:

@@ -46,6 +46,7 @@ def main(argv=None) -> list[dict]:
         from PIL import Image
 
         from fer_robust.data.transforms import build_transform
+        from fer_robust.engine.evaluation import tta_logits
         from fer_robust.engine.inference import load_trained_model
         from fer_robust.utils import atomic_path
 
@@ -62,11 +63,7 @@ def main(argv=None) -> list[dict]:
                         images.append(transform(Image.open(f).convert("RGB")))
                     except OSError as e:
                         raise FileNotFoundError(f"cannot read image {f}: {e}") from None
-                x = torch.stack(images)
-                logits = model(x)["logits"]
-                if args.tta == "hflip":
-                    logits = 0.5 * (logits + model(torch.flip(x, dims=[3]))["logits"])
-                probs = logits.softmax(1)
+                probs = tta_logits(model, torch.stack(images), args.tta == "hflip").softmax(1)
                 for f, p in zip(chunk, probs):
                     k = int(p.argmax())
                     rows.append({"path": str(f), "class": class_names[k], "confidence": float(p[k]),

@@ -15,7 +15,7 @@ from accelerate import Accelerator
 from accelerate.utils import (DistributedDataParallelKwargs, ProjectConfiguration,
                                broadcast_object_list)
 
-__all__ = ["build_accelerator", "gather_by_index", "broadcast_object", "main_process_first"]
+__all__ = ["build_accelerator", "gather_by_index", "broadcast_object"]
 
 
 def build_accelerator(mixed_precision: str = "no", grad_accum_steps: int = 1,
@@ -64,7 +64,3 @@ def broadcast_object(accelerator: Accelerator, obj: Any) -> Any:
     broadcast_object_list(box, from_process=0)
     return box[0]
 
-
-def main_process_first(accelerator: Accelerator):
-    """Context manager: the main process runs the block first (e.g. writes a file), then the rest."""
-    return accelerator.main_process_first()

@@ -11,7 +11,15 @@ from sklearn.metrics import confusion_matrix, f1_score
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-__all__ = ["predict_logits", "classification_metrics", "save_confusion_png"]
+__all__ = ["tta_logits", "predict_logits", "classification_metrics", "save_confusion_png"]
+
+
+def tta_logits(model: torch.nn.Module, images: torch.Tensor, hflip: bool = False) -> torch.Tensor:
+    """Logits ``(N, C)`` of an eval-mode model, averaged with the mirrored images' if ``hflip``."""
+    logits = model(images)["logits"].float()
+    if hflip:
+        logits = 0.5 * (logits + model(torch.flip(images, dims=[3]))["logits"].float())
+    return logits
 
 
 @torch.no_grad()
@@ -30,9 +38,7 @@ def predict_logits(model: torch.nn.Module, loader: DataLoader, accelerator: Acce
     bar = tqdm(loader, desc=desc, leave=False,
                disable=not (progress and accelerator.is_local_main_process))
     for images, targets, index in bar:
-        logits = model(images)["logits"].float()
-        if hflip_tta:
-            logits = 0.5 * (logits + model(torch.flip(images, dims=[3]))["logits"].float())
+        logits = tta_logits(model, images, hflip_tta)
         logits, targets, index = accelerator.gather_for_metrics((logits, targets, index))
         outs.append(logits.cpu())
         labels.append(targets.cpu())

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
@@ -36,7 +35,7 @@ from fer_robust.engine.evaluation import classification_metrics, predict_logits
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, build_stage
-from fer_robust.losses.classification import soft_cross_entropy
+from fer_robust.losses.classification import cross_entropy, soft_cross_entropy, weighted_mean
 from fer_robust.models.factory import build_model
 from fer_robust.robust.gmm_split import LossHistory
 from fer_robust.robust.sample_pass import SamplePassResult, per_sample_pass
@@ -113,10 +112,7 @@ class Trainer:
         self._check_run_dir()
         seed_everything(cfg.seed)
 
-        self.train_set, self.val_set = load_datasets(cfg)
-        if cfg.data.cache_in_memory:
-            for ds in (self.train_set, self.val_set):
-                ds.cache_in_memory()
+        self.train_set, self.val_set = load_datasets(cfg)  # cached by build_dataset if configured
         self.class_names = self.train_set.classes
         self.num_classes = len(self.class_names)
         true_labels, _ = apply_label_noise(cfg, self.train_set)
@@ -319,12 +315,10 @@ class Trainer:
         terms: dict[str, torch.Tensor] = {}
 
         def hard(logits):
-            per = F.cross_entropy(logits.float(), labels, reduction="none", label_smoothing=ls)
-            return (per * ce_w).sum() / ce_w.sum().clamp(min=1.0)
+            return weighted_mean(cross_entropy(logits, labels, label_smoothing=ls), ce_w)
 
         def soft(logits):
-            per = soft_cross_entropy(logits.float(), rows["soft_labels"], reduction="none")
-            return (per * soft_w).sum() / soft_w.sum().clamp(min=1.0)
+            return weighted_mean(soft_cross_entropy(logits, rows["soft_labels"]), soft_w)
 
         if stage.weight("ce"):
             terms["ce"] = hard(out["logits"])

@@ -36,7 +36,14 @@ __all__ = ["TwoBranchFER", "BaselineFER"]
 class _BackboneNet(nn.Module):
     """What both networks share: a timm backbone as ``self.backbone`` and the timm contract's
     first step."""
-    backbone: Backbone
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, img_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.img_size = img_size
+        self.backbone = Backbone(cfg.backbone, img_size, pretrained=cfg.pretrained,
+                                 pretrained_file=cfg.pretrained_file)
 
     @property
     def data_config(self) -> dict:
@@ -64,12 +71,7 @@ class TwoBranchFER(_BackboneNet):
     """
 
     def __init__(self, cfg: ModelConfig, num_classes: int, img_size: int) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.img_size = img_size
-        self.backbone = Backbone(cfg.backbone, img_size, pretrained=cfg.pretrained,
-                                 pretrained_file=cfg.pretrained_file)
+        super().__init__(cfg, num_classes, img_size)
         channels, feature_size = self.backbone.num_features, self.backbone.feature_size
         self.global_branch = GlobalBranch(
             channels, feature_size, num_classes, pooling=cfg.pooling, drop_rate=cfg.drop_rate,
@@ -151,12 +153,7 @@ class BaselineFER(_BackboneNet):
     """
 
     def __init__(self, cfg: ModelConfig, num_classes: int, img_size: int) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.img_size = img_size
-        self.backbone = Backbone(cfg.backbone, img_size, pretrained=cfg.pretrained,
-                                 pretrained_file=cfg.pretrained_file)
+        super().__init__(cfg, num_classes, img_size)
         self.embed_dim = self.backbone.num_features
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(cfg.drop_rate)
