@@ -64,6 +64,9 @@ class DataConfig:
     skip_unreadable: bool = False
     # Decode every image once and keep the uint8 array in memory (small benchmarks: FERPlus, demo).
     cache_in_memory: bool = False
+    # Train on a seeded, class-stratified share of the training split (1.0: all of it). For quick
+    # experiments (``tools/benchmark.py --quick``); val and test are never subsampled.
+    train_fraction: float = 1.0
     num_workers: int = 2
     sampler: Literal["random", "mrr", "class_balanced"] = "random"
     # Demo data size (procedurally drawn faces).
@@ -419,6 +422,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("'stages': all stages have zero epochs")
     if not 0.0 <= cfg.data.noise.rate < 1.0:
         raise ConfigError(f"'data.noise.rate' must be in [0, 1), got {cfg.data.noise.rate}")
+    if not 0.0 < cfg.data.train_fraction <= 1.0:
+        raise ConfigError(f"'data.train_fraction' must be in (0, 1], got {cfg.data.train_fraction}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"'data.val_fraction' must be in [0, 1), got {cfg.data.val_fraction}")
     if not 0.0 <= cfg.model.mim.mask_ratio < 1.0:

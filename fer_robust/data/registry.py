@@ -58,6 +58,16 @@ def read_split(data_cfg: "DataConfig", split: str) -> FERDataset:
     raise ValueError(f"unknown dataset {name!r}; known: {list(DATASET_NAMES)}")
 
 
+def train_subset(dataset: FERDataset, fraction: float, seed: int) -> FERDataset:
+    """A seeded share ``fraction`` of ``dataset``, taken class by class (``round(fraction * n_c)``
+    of class ``c``). The same (fraction, seed) gives the same images on every process and run."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"data.train_fraction must be in (0, 1], got {fraction}")
+    from fer_robust.data.splits import stratified_split
+    _, kept = stratified_split(dataset.targets, fraction, seed)
+    return dataset.subset(kept)
+
+
 def build_dataset(data_cfg: "DataConfig", split: str, transform: Callable | None = None) -> FERDataset:
     """Split ``split`` of the benchmark ``data_cfg`` describes, with ``transform`` set.
 
@@ -66,6 +76,8 @@ def build_dataset(data_cfg: "DataConfig", split: str, transform: Callable | None
     and the demo set, whose per-image decode or drawing costs more than the transform.
     """
     dataset = read_split(data_cfg, split)
+    if split == "train" and data_cfg.train_fraction < 1.0:
+        dataset = train_subset(dataset, data_cfg.train_fraction, data_cfg.split_seed)
     if data_cfg.cache_in_memory:
         dataset.cache_in_memory()
     dataset.transform = transform

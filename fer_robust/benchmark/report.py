@@ -1,0 +1,241 @@
+"""Figures of the noise benchmark: what one finished training reached, and the comparison table.
+
+:func:`summarize_run` reads only what the trainer wrote to a run directory (``metrics.jsonl``, the
+last ``samples/epoch_XXX.npz``) plus the training split's annotator votes, so a summary can be
+recomputed at any time from the files. :func:`compare` derives the targets of the benchmark
+(damage recovered, margins over the baseline) and :func:`render_markdown` writes the table.
+
+Definitions (the positive class is "noisy" = the given label differs from the majority label):
+
+- ``val_accuracy``: the last epoch's validation accuracy (the model the run ends with; no selection
+  on validation), ``best_val_accuracy`` beside it for reference.
+- ``split_*``: precision / recall / F1 / ROC-AUC of the last GMM split at finding changed labels.
+- ``relabel_top1``: share of relabelled samples whose soft label's argmax is the majority label;
+  ``relabel_top1_changed``: the same over relabelled samples whose given label was changed.
+- ``tv_soft_to_votes`` / ``tv_given_to_votes``: mean total-variation distance to the 10-tagger vote
+  distribution of the relabelled samples' soft labels, against that of their given labels;
+  ``tv_targets_to_votes_all`` / ``tv_given_to_votes_all``: the same over the whole training split
+  with each sample's training target (its soft label if relabelled, else its given label).
+- ``seconds_per_epoch``: mean wall time of an epoch, per-sample pass, split, relabelling and
+  validation included.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from fer_robust.robust.metrics import noise_detection_metrics, total_variation_distance
+
+__all__ = ["summarize_run", "compare", "render_markdown", "TARGETS"]
+
+
+def _read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _last_sample_state(run_dir: Path) -> dict[str, np.ndarray] | None:
+    files = sorted((run_dir / "samples").glob("epoch_*.npz"))
+    if not files:
+        return None
+    with np.load(files[-1]) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _vote_distances(targets: np.ndarray, given_onehot: np.ndarray, votes: np.ndarray
+                    ) -> tuple[float, float]:
+    if len(targets) == 0:
+        return float("nan"), float("nan")
+    return (float(total_variation_distance(targets, votes).mean()),
+            float(total_variation_distance(given_onehot, votes).mean()))
+
+
+def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np.ndarray | None,
+                  votes: np.ndarray | None, threshold: float = 0.5) -> dict:
+    """The benchmark's figures for one finished training (see the module docstring).
+
+    Args:
+        run_dir: the training's run directory.
+        given_labels: ``(N,)`` labels training was given (noisy where noise was injected).
+        true_labels: ``(N,)`` majority labels, or ``None`` for the clean setting.
+        votes: ``(N, C)`` annotator vote counts of the training split, or ``None``.
+        threshold: the split's clean-probability threshold (``robust.split.threshold``).
+    """
+    run_dir = Path(run_dir)
+    records = _read_metrics(run_dir)
+    if not records:
+        raise FileNotFoundError(f"{run_dir / 'metrics.jsonl'} holds no epoch")
+    seconds = [r["epoch_seconds"] for r in records]
+    robust_seconds = [r["epoch_seconds"] for r in records if r["kind"] != "warmup"]
+    out: dict = {
+        "epochs": len(records),
+        "val_accuracy": records[-1]["val_accuracy"],
+        "val_mean_class_accuracy": records[-1]["val_mean_class_accuracy"],
+        "best_val_accuracy": max(r["val_accuracy"] for r in records),
+        "seconds_per_epoch": float(np.mean(seconds)),
+        "seconds_per_robust_epoch": float(np.mean(robust_seconds)) if robust_seconds else None,
+        "train_seconds": float(np.sum(seconds)),
+    }
+    n, c = len(given_labels), int(votes.shape[1]) if votes is not None else int(given_labels.max()) + 1
+    given_onehot = np.eye(c, dtype=np.float32)[given_labels]
+    state = _last_sample_state(run_dir)
+    relabeled = np.zeros(n, bool)
+    soft = np.zeros((n, c), np.float32)
+    if state is not None:
+        if len(state["given_labels"]) != n or not np.array_equal(state["given_labels"], given_labels):
+            raise ValueError(f"{run_dir}/samples: the saved given labels differ from the dataset's "
+                             "(another data root, fraction or noise seed?)")
+        relabeled = state["relabeled_mask"].astype(bool)
+        soft = state["soft_labels"]
+        out["clean_ratio"] = float(state["clean_mask"].mean())
+        out["num_relabeled"] = int(relabeled.sum())
+        if true_labels is not None:
+            changed = given_labels != true_labels
+            det = noise_detection_metrics(state["clean_prob"], changed, threshold)
+            out.update({f"split_{k}": v for k, v in det.items()})
+            if relabeled.any():
+                out["relabel_top1"] = float((soft[relabeled].argmax(1) == true_labels[relabeled]).mean())
+            both = relabeled & changed
+            if both.any():
+                out["relabel_top1_changed"] = float((soft[both].argmax(1) == true_labels[both]).mean())
+            out["changed_relabeled_share"] = float(both.sum() / max(changed.sum(), 1))
+    if true_labels is not None:
+        out["noise_rate"] = float((given_labels != true_labels).mean())
+    if votes is not None:
+        targets = np.where(relabeled[:, None], soft, given_onehot)
+        out["tv_soft_to_votes"], out["tv_given_to_votes"] = _vote_distances(
+            soft[relabeled], given_onehot[relabeled], votes[relabeled])
+        out["tv_targets_to_votes_all"], out["tv_given_to_votes_all"] = _vote_distances(
+            targets, given_onehot, votes)
+    return out
+
+
+# (setting, what, target) rows of the benchmark's acceptance targets; see :func:`compare`.
+TARGETS = [
+    ("sym30", "damage_recovered", 0.75),
+    ("sym30", "margin_over_baseline", 0.03),
+    ("annotator", "damage_recovered", 0.50),
+    ("annotator", "margin_over_baseline", 0.015),
+    ("clean", "margin_over_baseline", 0.0),
+    ("sym30", "split_f1", 0.85),
+    ("sym30", "relabel_top1", 0.70),
+    ("annotator", "tv_soft_below_given", 0.0),
+    ("sym30", "tv_soft_below_given", 0.0),
+    ("*", "epoch_time_ratio", 1.6),
+]
+
+
+def _get(results: dict, setting: str, variant: str, key: str) -> float | None:
+    value = results.get(f"{setting}-{variant}", {}).get(key)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def compare(results: dict) -> dict:
+    """Per setting: damage, recovered share, margin; then each target with its measured value.
+
+    ``results`` maps run names (``"<setting>-<variant>"``) to :func:`summarize_run` dicts. A target
+    whose runs are missing is reported as not measured (``met: None``).
+    """
+    settings = sorted({name.split("-", 1)[0] for name in results})
+    per_setting: dict = {}
+    base_clean = _get(results, "clean", "baseline", "val_accuracy")
+    for s in settings:
+        base, full = (_get(results, s, v, "val_accuracy") for v in ("baseline", "full"))
+        row: dict = {"baseline": base, "full": full,
+                     "margin_over_baseline": None if None in (base, full) else full - base}
+        if s != "clean" and base_clean is not None and base is not None:
+            row["damage"] = base_clean - base
+            if full is not None and row["damage"] > 0:
+                row["damage_recovered"] = (full - base) / row["damage"]
+        t_base, t_full = (_get(results, s, v, "seconds_per_epoch") for v in ("baseline", "full"))
+        if None not in (t_base, t_full):
+            row["epoch_time_ratio"] = t_full / t_base
+        tv_soft, tv_given = (_get(results, s, "full", k) for k in ("tv_soft_to_votes",
+                                                                   "tv_given_to_votes"))
+        if None not in (tv_soft, tv_given):
+            row["tv_soft_below_given"] = tv_given - tv_soft
+        per_setting[s] = row
+
+    targets = []
+    for setting, what, bound in TARGETS:
+        if what == "epoch_time_ratio":
+            ratios = [r["epoch_time_ratio"] for r in per_setting.values() if "epoch_time_ratio" in r]
+            value = max(ratios) if ratios else None
+            met = None if value is None else value <= bound
+        else:
+            if what in ("split_f1", "relabel_top1"):
+                value = _get(results, setting, "full", what)
+            else:
+                value = per_setting.get(setting, {}).get(what)
+            met = None if value is None else value >= bound if what != "tv_soft_below_given" \
+                else value > bound
+        targets.append({"setting": setting, "measure": what, "target": bound, "value": value,
+                        "met": met})
+    return {"per_setting": per_setting, "targets": targets}
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+
+def _num(x: float | None, fmt: str = "{:.3f}") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+_TARGET_TEXT = {
+    "damage_recovered": "share of the baseline's damage recovered ≥ {:.0%}",
+    "margin_over_baseline": "full − baseline val accuracy ≥ {:+.1%}",
+    "split_f1": "split F1 at finding changed labels ≥ {:.2f}",
+    "relabel_top1": "relabelled argmax = true label ≥ {:.0%}",
+    "tv_soft_below_given": "soft labels closer to the votes than given labels (TV gap > {:.0f})",
+    "epoch_time_ratio": "full / baseline seconds per epoch ≤ {:.1f}x (worst setting)",
+}
+
+
+def render_markdown(results: dict, comparison: dict, header: dict) -> str:
+    """The benchmark report: one row per training, then the per-setting comparison and targets."""
+    lines = [f"# {header.get('title', 'Noise benchmark')}", ""]
+    for key, value in header.items():
+        if key != "title":
+            lines.append(f"- **{key}**: {value}")
+    lines += ["", "## Trainings", "",
+              "| setting | model | val acc | test acc | split P / R / F1 / AUC | relabelled | "
+              "relabel top-1 (changed) | TV soft→votes (given→votes) | s/epoch |",
+              "|---|---|---:|---:|---|---:|---|---|---:|"]
+    for name, r in results.items():
+        setting, variant = name.split("-", 1)
+        split = "–"
+        if "split_f1" in r:
+            split = " / ".join(_num(r[f"split_{k}"], "{:.2f}") for k in ("precision", "recall", "f1",
+                                                                        "auc"))
+        relabel = "–"
+        if "relabel_top1" in r:
+            relabel = f"{_pct(r['relabel_top1'])} ({_pct(r.get('relabel_top1_changed'))})"
+        tv = "–"
+        if r.get("num_relabeled"):
+            tv = f"{_num(r.get('tv_soft_to_votes'))} ({_num(r.get('tv_given_to_votes'))})"
+        lines.append(f"| {setting} | {variant} | {_pct(r['val_accuracy'])} | "
+                     f"{_pct(r.get('test_accuracy'))} | {split} | {r.get('num_relabeled', '–')} | "
+                     f"{relabel} | {tv} | {_num(r['seconds_per_epoch'], '{:.0f}')} |")
+    lines += ["", "## Full system against the baseline", "",
+              "| setting | baseline | full | full − baseline | damage | recovered | "
+              "time ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s, row in comparison["per_setting"].items():
+        lines.append(f"| {s} | {_pct(row['baseline'])} | {_pct(row['full'])} | "
+                     f"{_pct(row['margin_over_baseline'])} | {_pct(row.get('damage'))} | "
+                     f"{_pct(row.get('damage_recovered'))}{'%' if 'damage_recovered' in row else ''} | "
+                     f"{_num(row.get('epoch_time_ratio'), '{:.2f}x')} |")
+    lines += ["", "## Targets", "", "| setting | target | measured | met |", "|---|---|---:|---|"]
+    for t in comparison["targets"]:
+        text = _TARGET_TEXT[t["measure"]].format(t["target"])
+        value = t["value"]
+        shown = "–" if value is None else (
+            _num(value, "{:.2f}x") if t["measure"] == "epoch_time_ratio" else
+            _num(value) if t["measure"] in ("split_f1", "tv_soft_below_given") else _pct(value) + "%")
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['setting']} | {text} | {shown} | {met} |")
+    lines.append("")
+    return "\n".join(lines)
