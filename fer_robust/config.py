@@ -196,6 +196,11 @@ class RelabelConfig:
     min_confidence: float = 0.0
     # Soft labels are sharpened with this temperature before training on them (1 = as computed).
     sharpen: float = 1.0
+    # Keep part of the given label in a relabelled sample's target: p * onehot(given) + (1 - p) *
+    # retrieval soft label, with p its clean probability from the split (DivideMix's label
+    # refinement). A clean sample the split wrongly called noisy (p near the threshold) then keeps
+    # much of its label; a confidently noisy one (p near 0) trains on the retrieval label alone.
+    mix_given: bool = False
 
 
 @dataclass

@@ -34,9 +34,9 @@ SETTINGS: dict[str, list[str]] = {
     "annotator": ["data.noise.type=annotator"],
 }
 
-# Sizes: overrides applied to the recipe, plus the epochs the last stage gives up. ``quick`` trains on
-# a stratified fifth of the training split for one epoch less (validation stays whole, so its
-# figures are comparable with the full size's).
+# Sizes: overrides applied to the recipe, plus the epochs the first stage (warm-up) gives up. ``quick``
+# trains on a stratified fifth of the training split for one warm-up epoch less, so the robust
+# stages still run (validation stays whole, so its figures are comparable with the full size's).
 SIZES: dict[str, tuple[list[str], int]] = {
     "full": ([], 0),
     "quick": (["data.train_fraction=0.2"], 1),
@@ -131,9 +131,8 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
     cfg = load_config(recipe, [*size_overrides, *SETTINGS[spec.setting], *(overrides or []),
                                f"output_dir={output_dir}"])
     cfg = copy.deepcopy(cfg)
-    last = max((i for i, st in enumerate(cfg.stages) if st.epochs > 0), default=None)
-    if fewer_epochs and last is not None and cfg.stages[last].epochs > fewer_epochs:
-        cfg.stages[last].epochs -= fewer_epochs
+    if fewer_epochs and cfg.stages[0].epochs > fewer_epochs:
+        cfg.stages[0].epochs -= fewer_epochs
     if spec.variant == "baseline":
         _to_baseline(cfg)
     elif spec.variant.startswith("no_") and spec.variant[3:] in ABLATIONS:

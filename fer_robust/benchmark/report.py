@@ -209,7 +209,7 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         setting, variant = name.split("-", 1)
         split = "–"
         if "split_f1" in r:
-            split = " / ".join(_num(r[f"split_{k}"], "{:.2f}") for k in ("precision", "recall", "f1",
+            split = " / ".join(_num(r.get(f"split_{k}"), "{:.2f}") for k in ("precision", "recall", "f1",
                                                                         "auc"))
         relabel = "–"
         if "relabel_top1" in r:

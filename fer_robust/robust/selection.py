@@ -46,6 +46,9 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
         embeddings: ``(N, D)`` l2-normalised embeddings V.
         given_labels: ``(N,)`` the labels training was given.
         relabel: skip retrieval when False (self-paced stage).
+
+    With ``relabel_cfg.mix_given`` a relabelled sample's soft label keeps the share ``clean_prob``
+    of its given label (see :class:`~fer_robust.config.RelabelConfig`).
     """
     n = len(given_labels)
     split = class_dependent_split(losses, given_labels, num_classes, split_cfg)
@@ -58,7 +61,11 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
     if relabel and noisy_idx.size and clean_idx.size:
         result = retrieval_soft_labels(embeddings[noisy_idx], embeddings[clean_idx],
                                        given_labels[clean_idx], num_classes, relabel_cfg)
-        soft[noisy_idx] = result.soft_labels
+        retrieved = result.soft_labels
+        if relabel_cfg.mix_given:
+            p = np.nan_to_num(np.asarray(split.clean_prob, np.float32)[noisy_idx, None])
+            retrieved = p * soft[noisy_idx] + (1.0 - p) * retrieved
+        soft[noisy_idx] = retrieved
         relabeled[noisy_idx] = True
     return RobustDecision(clean_prob=np.asarray(split.clean_prob, np.float32), clean_mask=clean_mask,
                           soft_labels=soft, new_labels=soft.argmax(1), confidence=soft.max(1),

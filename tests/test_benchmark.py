@@ -1,0 +1,195 @@
+"""The noise benchmark: how its trainings are derived, its figures, and the command end to end."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _ferplus_fixture import write_ferplus_fixture
+
+from fer_robust.benchmark.recipe import ABLATIONS, RunSpec, build_run_config, plan_runs
+from fer_robust.benchmark.report import compare, render_markdown, summarize_run
+from fer_robust.cli import benchmark as benchmark_cli
+from fer_robust.config import ConfigError, load_config
+from fer_robust.data.registry import train_subset
+from fer_robust.data.base import FERDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs" / "benchmark_ferplus.yaml"
+
+
+def run_config(setting, variant, size="full", overrides=()):
+    return build_run_config(RECIPE, RunSpec(setting, variant), size, "/tmp/unused", list(overrides))
+
+
+def test_baseline_differs_from_the_full_system_only_in_the_model_and_its_losses():
+    full, base = run_config("sym30", "full"), run_config("sym30", "baseline")
+    for section in ("data", "optim"):
+        assert getattr(full, section) == getattr(base, section)
+    assert (full.seed, full.model.backbone, full.model.pretrained) == \
+        (base.seed, base.model.backbone, base.model.pretrained)
+    assert sum(s.epochs for s in full.stages) == sum(s.epochs for s in base.stages) == 4
+    assert (base.model.arch, base.model.pooling) == ("baseline", "avg")
+    assert [(s.kind, s.loss_weights) for s in base.stages] == [("warmup", {"ce": 1.0})]
+    assert {s.kind for s in full.stages if s.epochs} == {"warmup", "semi_supervised"}
+    assert full.data.noise.type == "symmetric" and full.data.noise.rate == 0.3
+
+
+def test_settings_and_sizes():
+    assert run_config("clean", "full").data.noise.type == "none"
+    assert run_config("annotator", "full").data.noise.type == "annotator"
+    quick = run_config("sym30", "full", "quick")
+    assert quick.data.train_fraction == 0.2
+    assert [s.epochs for s in quick.stages] == [2, 0, 1]  # one warm-up epoch less, robust stage kept
+    assert sum(s.epochs for s in run_config("sym30", "baseline", "quick").stages) == 3
+    # user overrides reach every training
+    assert run_config("clean", "baseline", overrides=["optim.lr=0.01"]).optim.lr == 0.01
+
+
+def test_each_ablation_switches_off_exactly_its_part():
+    full = run_config("sym30", "full")
+    weights = lambda cfg: set().union(*(s.loss_weights for s in cfg.stages if s.epochs))  # noqa: E731
+    kinds = lambda cfg: [s.kind for s in cfg.stages if s.epochs]  # noqa: E731
+    no = {a: run_config("sym30", f"no_{a}") for a in ABLATIONS}
+    assert not no["mim"].model.mim.enabled and "mim" not in weights(no["mim"])
+    assert no["arm"].model.pooling == "avg" and weights(no["arm"]) == weights(full)
+    assert "dcl" not in weights(no["dcl"]) and kinds(no["dcl"]) == kinds(full)
+    assert kinds(no["relabel"]) == ["warmup", "self_paced"] and "soft_ce" not in weights(no["relabel"])
+    assert kinds(no["gmm"]) == ["warmup", "warmup"] and "soft_ce" not in weights(no["gmm"])
+    for a, cfg in no.items():  # everything else stays as in the full system
+        assert cfg.model.arch == "two_branch" and cfg.optim == full.optim and cfg.data == full.data
+
+
+def test_unknown_settings_ablations_and_sizes_are_errors():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        plan_runs(["sym40"], [])
+    with pytest.raises(ConfigError, match="unknown ablation"):
+        plan_runs(["clean"], ["mimm"])
+    with pytest.raises(ConfigError, match="unknown size"):
+        run_config("clean", "full", "huge")
+    with pytest.raises(ConfigError, match="unknown config key"):
+        run_config("clean", "full", overrides=["optim.lrr=1"])
+    assert [r.name for r in plan_runs(["sym30"], ["dcl"])] == ["sym30-baseline", "sym30-full",
+                                                              "sym30-no_dcl"]
+
+
+def test_train_fraction_is_a_seeded_stratified_subset():
+    targets = np.repeat(np.arange(4), [400, 200, 100, 20])
+    ds = FERDataset([f"c{i}" for i in range(4)], targets, [f"{i}.png" for i in range(len(targets))],
+                    loader=lambda i: None)
+    a, b = train_subset(ds, 0.25, seed=3), train_subset(ds, 0.25, seed=3)
+    assert a.paths == b.paths
+    assert np.bincount(a.targets).tolist() == [100, 50, 25, 5]
+    assert train_subset(ds, 0.25, seed=4).paths != a.paths
+    with pytest.raises(ConfigError, match="train_fraction"):
+        load_config(None, ["data.train_fraction=0"])
+
+
+def write_run(run_dir: Path, val_accs, kinds, seconds, state=None):
+    run_dir.mkdir(parents=True)
+    lines = [json.dumps({"epoch": e, "kind": k, "val_accuracy": a, "val_mean_class_accuracy": a,
+                         "epoch_seconds": s}) for e, (a, k, s) in enumerate(zip(val_accs, kinds, seconds))]
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    if state is not None:
+        (run_dir / "samples").mkdir()
+        np.savez(run_dir / "samples" / "epoch_001.npz", **state)
+
+
+def test_summary_figures_on_a_handmade_run(tmp_path):
+    # 6 samples, 3 classes; samples 0-2 had their labels changed.
+    true = np.array([0, 1, 2, 0, 1, 2])
+    given = np.array([1, 2, 0, 0, 1, 2])
+    votes = np.array([[8, 2, 0], [0, 10, 0], [0, 0, 10], [10, 0, 0], [0, 10, 0], [0, 5, 5]], float)
+    soft = np.zeros((6, 3), np.float32)
+    soft[0] = [0.8, 0.2, 0.0]  # right, TV to votes 0
+    soft[1] = [0.0, 0.0, 1.0]  # wrong (the given label), TV 1
+    state = {"given_labels": given, "clean_prob": np.array([0.1, 0.2, 0.9, 0.8, 0.3, 0.9]),
+             "clean_mask": np.array([0, 0, 1, 1, 0, 1], bool),
+             "relabeled_mask": np.array([1, 1, 0, 0, 0, 0], bool), "soft_labels": soft}
+    write_run(tmp_path / "run", [0.5, 0.6], ["warmup", "semi_supervised"], [10.0, 14.0], state)
+    s = summarize_run(tmp_path / "run", given, true, votes)
+    assert s["val_accuracy"] == 0.6 and s["best_val_accuracy"] == 0.6
+    assert s["seconds_per_epoch"] == 12.0 and s["seconds_per_robust_epoch"] == 14.0
+    # predicted noisy: 0, 1, 4; truly changed: 0, 1, 2 -> precision 2/3, recall 2/3
+    assert s["split_precision"] == pytest.approx(2 / 3) and s["split_recall"] == pytest.approx(2 / 3)
+    assert s["relabel_top1"] == 0.5 and s["relabel_top1_changed"] == 0.5
+    assert s["changed_relabeled_share"] == pytest.approx(2 / 3)
+    assert s["tv_soft_to_votes"] == pytest.approx(0.5)        # (0 + 1) / 2
+    assert s["tv_given_to_votes"] == pytest.approx((0.8 + 1.0) / 2)
+    # all samples: targets = soft for 0, 1 and given one-hot elsewhere
+    assert s["tv_targets_to_votes_all"] == pytest.approx((0 + 1 + 1 + 0 + 0 + 0.5) / 6)
+    with pytest.raises(ValueError, match="given labels differ"):
+        summarize_run(tmp_path / "run", true, true, votes)
+
+
+def test_comparison_damage_recovered_and_targets():
+    results = {
+        "clean-baseline": {"val_accuracy": 0.80, "seconds_per_epoch": 100.0},
+        "clean-full": {"val_accuracy": 0.81, "seconds_per_epoch": 130.0},
+        "sym30-baseline": {"val_accuracy": 0.70, "seconds_per_epoch": 100.0},
+        "sym30-full": {"val_accuracy": 0.78, "seconds_per_epoch": 170.0, "split_f1": 0.9,
+                       "relabel_top1": 0.65, "tv_soft_to_votes": 0.3, "tv_given_to_votes": 0.4},
+    }
+    c = compare(results)
+    sym = c["per_setting"]["sym30"]
+    assert sym["damage"] == pytest.approx(0.10) and sym["damage_recovered"] == pytest.approx(0.8)
+    assert sym["margin_over_baseline"] == pytest.approx(0.08)
+    met = {(t["setting"], t["measure"]): t["met"] for t in c["targets"]}
+    assert met[("sym30", "damage_recovered")] and met[("sym30", "split_f1")]
+    assert met[("sym30", "relabel_top1")] is False
+    assert met[("*", "epoch_time_ratio")] is False  # 1.7x in the worst setting
+    assert met[("annotator", "damage_recovered")] is None  # not trained
+    assert met[("clean", "margin_over_baseline")] and met[("sym30", "tv_soft_below_given")]
+    md = render_markdown(results, c, {"title": "t", "machine": "m"})
+    assert "| sym30 | full | 78.00 |" in md and "80.00%" in md and "**no**" in md
+
+
+def test_benchmark_command_end_to_end(tmp_path, capsys):
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 24, "FER2013Valid": 6, "FER2013Test": 6})
+    out = tmp_path / "bench"
+    argv = ["--settings", "clean", "sym30", "--ablation", "gmm", "--out", str(out),
+            "--data-root", str(data), "--cpu", "optim.batch_size=32", "data.num_workers=0",
+            "stages.0.epochs=1"]
+    result = benchmark_cli.main(argv)
+    names = ["clean-baseline", "clean-full", "clean-no_gmm", "sym30-baseline", "sym30-full",
+             "sym30-no_gmm"]
+    assert list(result["runs"]) == names
+    saved = json.loads((out / "results.json").read_text())
+    assert list(saved["runs"]) == names
+    sym = saved["runs"]["sym30-full"]
+    assert sym["noise_rate"] == pytest.approx(0.3, abs=0.02)
+    assert 0 <= sym["split_f1"] <= 1 and sym["num_relabeled"] > 0 and sym["epochs"] == 2
+    assert sym["test_accuracy"] is not None  # the fixture has a test split
+    assert "split_f1" not in saved["runs"]["sym30-no_gmm"]  # no split without the GMM
+    assert "split_f1" not in saved["runs"]["sym30-baseline"]
+    assert saved["per_setting"]["sym30"]["damage"] == pytest.approx(
+        saved["runs"]["clean-baseline"]["val_accuracy"] - saved["runs"]["sym30-baseline"]["val_accuracy"])
+    md = (out / "results.md").read_text()
+    assert "| sym30 | full |" in md and "## Targets" in md
+    for name in names:
+        assert (out / "runs" / name / "config.yaml").is_file()
+
+    # Again: nothing is retrained.
+    weights = out / "runs" / "sym30-full" / "last_model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    capsys.readouterr()
+    again = benchmark_cli.main(argv)
+    assert "finished earlier, kept" in capsys.readouterr().out
+    assert weights.stat().st_mtime_ns == mtime and again["runs"] == result["runs"]
+
+    # A training cut short continues from its checkpoint to the same figures.
+    weights.unlink()
+    runs = json.loads((out / "results.json").read_text())
+    del runs["runs"]["sym30-full"]
+    (out / "results.json").write_text(json.dumps(runs))
+    resumed = benchmark_cli.main(argv)
+    assert resumed["runs"]["sym30-full"]["val_accuracy"] == sym["val_accuracy"]
+    assert resumed["runs"]["sym30-full"]["split_f1"] == sym["split_f1"]
+
+    # Other settings for the same --out: a clear error, nothing overwritten.
+    with pytest.raises(SystemExit) as e:
+        benchmark_cli.main([*argv, "optim.lr=0.1"])
+    assert e.value.code == 2
+    assert "another config" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["runs"]["sym30-full"] == \
+        resumed["runs"]["sym30-full"]
