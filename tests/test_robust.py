@@ -297,3 +297,20 @@ def test_relabel_tv_distance_and_clean_ratio_on_handmade_examples():
     ratio = per_class_clean_ratio(np.array([True, False, True, True]), np.array([0, 0, 1, 1]), 3)
     np.testing.assert_allclose(ratio[:2], [0.5, 1.0])
     assert np.isnan(ratio[2])
+
+
+def test_mix_given_keeps_the_clean_probability_share_of_the_given_label():
+    from fer_robust.robust.selection import split_and_relabel
+    losses, labels, noisy = planted_losses(num_classes=4, per_class=300, noise_rate=0.3)
+    emb, _ = clustered_embeddings(4, 300, 16, spread=0.5, seed=1)
+    plain = split_and_relabel(losses, emb, labels, 4, SplitConfig(), RelabelConfig(k=20))
+    mixed = split_and_relabel(losses, emb, labels, 4, SplitConfig(), RelabelConfig(k=20, mix_given=True))
+    rel = plain.relabeled_mask
+    assert rel.any() and np.array_equal(rel, mixed.relabeled_mask)
+    p = plain.clean_prob[rel, None]
+    onehot = np.eye(4, dtype=np.float32)[labels[rel]]
+    np.testing.assert_allclose(mixed.soft_labels[rel], p * onehot + (1 - p) * plain.soft_labels[rel],
+                               atol=1e-6)
+    np.testing.assert_allclose(mixed.soft_labels.sum(1), 1.0, rtol=1e-5)
+    # clean samples keep their one-hot label either way
+    np.testing.assert_array_equal(mixed.soft_labels[~rel], plain.soft_labels[~rel])

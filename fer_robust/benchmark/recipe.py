@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fer_robust.config import Config, ConfigError, StageConfig, load_config, validate
+from fer_robust.config import (Config, ConfigError, StageConfig, config_to_dict, load_config,
+                               validate)
 
 __all__ = ["SETTINGS", "SIZES", "ABLATIONS", "RunSpec", "build_run_config", "plan_runs"]
 
@@ -35,11 +36,11 @@ SETTINGS: dict[str, list[str]] = {
 }
 
 # Sizes: overrides applied to the recipe, plus the epochs the first stage (warm-up) gives up. ``quick``
-# trains on a stratified fifth of the training split for one warm-up epoch less, so the robust
+# trains on a stratified 15% of the training split for one warm-up epoch less, so the robust
 # stages still run (validation stays whole, so its figures are comparable with the full size's).
 SIZES: dict[str, tuple[list[str], int]] = {
     "full": ([], 0),
-    "quick": (["data.train_fraction=0.2"], 1),
+    "quick": (["data.train_fraction=0.15"], 1),
 }
 
 
@@ -136,7 +137,11 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
     if spec.variant == "baseline":
         _to_baseline(cfg)
     elif spec.variant.startswith("no_") and spec.variant[3:] in ABLATIONS:
+        before = config_to_dict(cfg)
         ABLATIONS[spec.variant[3:]](cfg)
+        if config_to_dict(cfg) == before:
+            raise ConfigError(f"ablation {spec.variant[3:]!r} changes nothing in this recipe (is the "
+                              "part already off?)")
     elif spec.variant != "full":
         raise ConfigError(f"unknown variant {spec.variant!r}")
     validate(cfg)

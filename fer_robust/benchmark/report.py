@@ -17,7 +17,13 @@ Definitions (the positive class is "noisy" = the given label differs from the ma
   ``tv_targets_to_votes_all`` / ``tv_given_to_votes_all``: the same over the whole training split
   with each sample's training target (its soft label if relabelled, else its given label).
 - ``seconds_per_epoch``: mean wall time of an epoch, per-sample pass, split, relabelling and
-  validation included.
+  validation included; ``seconds_per_robust_epoch`` the same over the self-paced and
+  semi-supervised epochs only. The time target compares the full system's robust epoch (its most
+  expensive one) with the baseline's epoch.
+
+With ``robust.relabel.mix_given`` the reported soft label is the training target (retrieval soft
+label mixed with the given label by the clean probability), so ``relabel_top1`` and the vote
+distances describe what training actually used. Every figure comes from a single seed.
 """
 from __future__ import annotations
 
@@ -27,9 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_robust.config import ConfigError
 from fer_robust.robust.metrics import noise_detection_metrics, total_variation_distance
 
 __all__ = ["summarize_run", "compare", "render_markdown", "TARGETS"]
+
 
 
 def _read_metrics(run_dir: Path) -> list[dict]:
@@ -38,7 +46,7 @@ def _read_metrics(run_dir: Path) -> list[dict]:
 
 
 def _last_sample_state(run_dir: Path) -> dict[str, np.ndarray] | None:
-    files = sorted((run_dir / "samples").glob("epoch_*.npz"))
+    files = sorted((run_dir / "samples").glob("epoch_*.npz"), key=lambda f: int(f.stem.split("_")[1]))
     if not files:
         return None
     with np.load(files[-1]) as z:
@@ -54,15 +62,20 @@ def _vote_distances(targets: np.ndarray, given_onehot: np.ndarray, votes: np.nda
 
 
 def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np.ndarray | None,
-                  votes: np.ndarray | None, threshold: float = 0.5) -> dict:
+                  votes: np.ndarray | None, num_classes: int, threshold: float = 0.5) -> dict:
     """The benchmark's figures for one finished training (see the module docstring).
 
     Args:
         run_dir: the training's run directory.
         given_labels: ``(N,)`` labels training was given (noisy where noise was injected).
-        true_labels: ``(N,)`` majority labels, or ``None`` for the clean setting.
+        true_labels: ``(N,)`` majority labels (equal to ``given_labels`` in the clean setting), or
+            ``None`` when unknown.
         votes: ``(N, C)`` annotator vote counts of the training split, or ``None``.
+        num_classes: C.
         threshold: the split's clean-probability threshold (``robust.split.threshold``).
+
+    Split figures are given only when some labels were changed; relabelling figures whenever the
+    true labels are known (in the clean setting every relabelled sample had a correct label).
     """
     run_dir = Path(run_dir)
     records = _read_metrics(run_dir)
@@ -79,29 +92,34 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
         "seconds_per_robust_epoch": float(np.mean(robust_seconds)) if robust_seconds else None,
         "train_seconds": float(np.sum(seconds)),
     }
-    n, c = len(given_labels), int(votes.shape[1]) if votes is not None else int(given_labels.max()) + 1
+    n, c = len(given_labels), num_classes
+    for name, arr in (("true labels", true_labels), ("votes", votes)):
+        if arr is not None and len(arr) != n:
+            raise ConfigError(f"{run_dir}: {name} cover {len(arr)} samples, the training split {n}")
     given_onehot = np.eye(c, dtype=np.float32)[given_labels]
     state = _last_sample_state(run_dir)
     relabeled = np.zeros(n, bool)
     soft = np.zeros((n, c), np.float32)
     if state is not None:
         if len(state["given_labels"]) != n or not np.array_equal(state["given_labels"], given_labels):
-            raise ValueError(f"{run_dir}/samples: the saved given labels differ from the dataset's "
-                             "(another data root, fraction or noise seed?)")
+            raise ConfigError(f"{run_dir}/samples: the saved given labels differ from the dataset's "
+                              "(another data root, train fraction or noise seed?)")
         relabeled = state["relabeled_mask"].astype(bool)
         soft = state["soft_labels"]
         out["clean_ratio"] = float(state["clean_mask"].mean())
         out["num_relabeled"] = int(relabeled.sum())
         if true_labels is not None:
             changed = given_labels != true_labels
-            det = noise_detection_metrics(state["clean_prob"], changed, threshold)
-            out.update({f"split_{k}": v for k, v in det.items()})
+            if changed.any():
+                det = noise_detection_metrics(state["clean_prob"], changed, threshold)
+                out.update({f"split_{k}": v for k, v in det.items()})
             if relabeled.any():
                 out["relabel_top1"] = float((soft[relabeled].argmax(1) == true_labels[relabeled]).mean())
             both = relabeled & changed
             if both.any():
                 out["relabel_top1_changed"] = float((soft[both].argmax(1) == true_labels[both]).mean())
-            out["changed_relabeled_share"] = float(both.sum() / max(changed.sum(), 1))
+            if changed.any():
+                out["changed_relabeled_share"] = float(both.sum() / changed.sum())
     if true_labels is not None:
         out["noise_rate"] = float((given_labels != true_labels).mean())
     if votes is not None:
@@ -134,12 +152,15 @@ def _get(results: dict, setting: str, variant: str, key: str) -> float | None:
 
 
 def compare(results: dict) -> dict:
-    """Per setting: damage, recovered share, margin; then each target with its measured value.
+    """Per setting: damage, recovered share, margin, time ratios, ablation deltas; then each target.
 
-    ``results`` maps run names (``"<setting>-<variant>"``) to :func:`summarize_run` dicts. A target
-    whose runs are missing is reported as not measured (``met: None``).
+    ``results`` maps run names (``"<setting>-<variant>"``) to :func:`summarize_run` dicts.
+    ``damage_recovered`` is ``None`` when the noise did not hurt the baseline (damage <= 0); a
+    target whose runs are missing is reported as not measured (``met: None``). The time ratio is
+    the full system's robust epoch (per-sample pass, split and relabelling included) over the
+    baseline's epoch; ``epoch_time_ratio_mean`` averages over all the full system's epochs.
     """
-    settings = sorted({name.split("-", 1)[0] for name in results})
+    settings = list(dict.fromkeys(name.split("-", 1)[0] for name in results))
     per_setting: dict = {}
     base_clean = _get(results, "clean", "baseline", "val_accuracy")
     for s in settings:
@@ -148,15 +169,26 @@ def compare(results: dict) -> dict:
                      "margin_over_baseline": None if None in (base, full) else full - base}
         if s != "clean" and base_clean is not None and base is not None:
             row["damage"] = base_clean - base
-            if full is not None and row["damage"] > 0:
-                row["damage_recovered"] = (full - base) / row["damage"]
-        t_base, t_full = (_get(results, s, v, "seconds_per_epoch") for v in ("baseline", "full"))
-        if None not in (t_base, t_full):
-            row["epoch_time_ratio"] = t_full / t_base
+            row["damage_recovered"] = ((full - base) / row["damage"]
+                                       if full is not None and row["damage"] > 0 else None)
+        t_base = _get(results, s, "baseline", "seconds_per_epoch")
+        t_full = _get(results, s, "full", "seconds_per_epoch")
+        t_robust = _get(results, s, "full", "seconds_per_robust_epoch")
+        if t_base:
+            if t_full is not None:
+                row["epoch_time_ratio_mean"] = t_full / t_base
+            if t_robust is not None or t_full is not None:
+                row["epoch_time_ratio"] = (t_robust if t_robust is not None else t_full) / t_base
         tv_soft, tv_given = (_get(results, s, "full", k) for k in ("tv_soft_to_votes",
                                                                    "tv_given_to_votes"))
         if None not in (tv_soft, tv_given):
             row["tv_soft_below_given"] = tv_given - tv_soft
+        ablations = {name.split("-", 1)[1][3:]: full - _get(results, s, name.split("-", 1)[1],
+                                                             "val_accuracy")
+                     for name in results if name.startswith(f"{s}-no_") and full is not None
+                     and _get(results, s, name.split("-", 1)[1], "val_accuracy") is not None}
+        if ablations:
+            row["ablation_contribution"] = ablations  # full - (full without the part)
         per_setting[s] = row
 
     targets = []
@@ -170,8 +202,12 @@ def compare(results: dict) -> dict:
                 value = _get(results, setting, "full", what)
             else:
                 value = per_setting.get(setting, {}).get(what)
-            met = None if value is None else value >= bound if what != "tv_soft_below_given" \
-                else value > bound
+            if value is None:
+                met = None
+            elif what == "tv_soft_below_given":
+                met = value > bound
+            else:
+                met = value >= bound
         targets.append({"setting": setting, "measure": what, "target": bound, "value": value,
                         "met": met})
     return {"per_setting": per_setting, "targets": targets}
@@ -187,55 +223,85 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
 
 _TARGET_TEXT = {
     "damage_recovered": "share of the baseline's damage recovered ≥ {:.0%}",
-    "margin_over_baseline": "full − baseline val accuracy ≥ {:+.1%}",
+    "margin_over_baseline": "full − baseline val accuracy ≥ {:+.1f} pts",
     "split_f1": "split F1 at finding changed labels ≥ {:.2f}",
     "relabel_top1": "relabelled argmax = true label ≥ {:.0%}",
     "tv_soft_below_given": "soft labels closer to the votes than given labels (TV gap > {:.0f})",
-    "epoch_time_ratio": "full / baseline seconds per epoch ≤ {:.1f}x (worst setting)",
+    "epoch_time_ratio": "full robust epoch / baseline epoch ≤ {:.1f}x (worst setting)",
 }
 
 
+def _target_value(t: dict, per_setting: dict) -> str:
+    value, what = t["value"], t["measure"]
+    if value is None:
+        if what == "damage_recovered" and per_setting.get(t["setting"], {}).get("damage") is not None:
+            return "n/a (no damage)"
+        return "–"
+    if what == "epoch_time_ratio":
+        return _num(value, "{:.2f}x")
+    if what in ("split_f1", "tv_soft_below_given"):
+        return _num(value)
+    if what == "margin_over_baseline":
+        return _num(100 * value, "{:+.2f} pts")
+    return _pct(value) + "%"
+
+
 def render_markdown(results: dict, comparison: dict, header: dict) -> str:
-    """The benchmark report: one row per training, then the per-setting comparison and targets."""
+    """The benchmark report: one row per training, then the per-setting comparison, the ablations
+    (when trained) and the targets."""
     lines = [f"# {header.get('title', 'Noise benchmark')}", ""]
     for key, value in header.items():
         if key != "title":
-            lines.append(f"- **{key}**: {value}")
-    lines += ["", "## Trainings", "",
+            shown = f"`{value}`" if key == "command" else value
+            lines.append(f"- **{key}**: {shown}")
+    lines += ["", "Accuracies in %, from the last epoch of a single seed each.", "", "## Trainings", "",
               "| setting | model | val acc | test acc | split P / R / F1 / AUC | relabelled | "
-              "relabel top-1 (changed) | TV soft→votes (given→votes) | s/epoch |",
+              "relabel top-1 % (changed) | TV soft→votes (given→votes) | s/epoch (robust) |",
               "|---|---|---:|---:|---|---:|---|---|---:|"]
     for name, r in results.items():
         setting, variant = name.split("-", 1)
         split = "–"
-        if "split_f1" in r:
-            split = " / ".join(_num(r.get(f"split_{k}"), "{:.2f}") for k in ("precision", "recall", "f1",
-                                                                        "auc"))
+        if r.get("split_f1") is not None:
+            split = " / ".join(_num(r.get(f"split_{k}"), "{:.2f}") for k in ("precision", "recall",
+                                                                            "f1", "auc"))
         relabel = "–"
-        if "relabel_top1" in r:
+        if r.get("relabel_top1") is not None:
             relabel = f"{_pct(r['relabel_top1'])} ({_pct(r.get('relabel_top1_changed'))})"
         tv = "–"
         if r.get("num_relabeled"):
             tv = f"{_num(r.get('tv_soft_to_votes'))} ({_num(r.get('tv_given_to_votes'))})"
+        seconds = _num(r["seconds_per_epoch"], "{:.1f}")
+        if r.get("seconds_per_robust_epoch") is not None:
+            seconds += f" ({_num(r['seconds_per_robust_epoch'], '{:.1f}')})"
         lines.append(f"| {setting} | {variant} | {_pct(r['val_accuracy'])} | "
                      f"{_pct(r.get('test_accuracy'))} | {split} | {r.get('num_relabeled', '–')} | "
-                     f"{relabel} | {tv} | {_num(r['seconds_per_epoch'], '{:.0f}')} |")
-    lines += ["", "## Full system against the baseline", "",
-              "| setting | baseline | full | full − baseline | damage | recovered | "
-              "time ratio |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for s, row in comparison["per_setting"].items():
+                     f"{relabel} | {tv} | {seconds} |")
+    per_setting = comparison["per_setting"]
+    lines += ["", "## Full system against the baseline (validation)", "",
+              "| setting | baseline | full | full − baseline (pts) | damage (pts) | recovered | "
+              "robust epoch / baseline epoch | mean epoch ratio |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s, row in per_setting.items():
+        recovered = "–"
+        if row.get("damage_recovered") is not None:
+            recovered = _pct(row["damage_recovered"]) + "%"
+        elif row.get("damage") is not None:
+            recovered = "n/a (no damage)"
         lines.append(f"| {s} | {_pct(row['baseline'])} | {_pct(row['full'])} | "
-                     f"{_pct(row['margin_over_baseline'])} | {_pct(row.get('damage'))} | "
-                     f"{_pct(row.get('damage_recovered'))}{'%' if 'damage_recovered' in row else ''} | "
-                     f"{_num(row.get('epoch_time_ratio'), '{:.2f}x')} |")
+                     f"{_pct(row['margin_over_baseline'])} | {_pct(row.get('damage'))} | {recovered} | "
+                     f"{_num(row.get('epoch_time_ratio'), '{:.2f}x')} | "
+                     f"{_num(row.get('epoch_time_ratio_mean'), '{:.2f}x')} |")
+    if any("ablation_contribution" in row for row in per_setting.values()):
+        lines += ["", "## Ablations: full − (full without the part), val accuracy pts", "",
+                  "| setting | part | contribution (pts) |", "|---|---|---:|"]
+        for s, row in per_setting.items():
+            for part, delta in row.get("ablation_contribution", {}).items():
+                lines.append(f"| {s} | {part} | {_pct(delta)} |")
     lines += ["", "## Targets", "", "| setting | target | measured | met |", "|---|---|---:|---|"]
     for t in comparison["targets"]:
-        text = _TARGET_TEXT[t["measure"]].format(t["target"])
-        value = t["value"]
-        shown = "–" if value is None else (
-            _num(value, "{:.2f}x") if t["measure"] == "epoch_time_ratio" else
-            _num(value) if t["measure"] in ("split_f1", "tv_soft_below_given") else _pct(value) + "%")
+        text = _TARGET_TEXT[t["measure"]].format(100 * t["target"] if t["measure"] ==
+                                                 "margin_over_baseline" else t["target"])
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {t['setting']} | {text} | {shown} | {met} |")
+        lines.append(f"| {t['setting']} | {text} | {_target_value(t, per_setting)} | {met} |")
     lines.append("")
     return "\n".join(lines)

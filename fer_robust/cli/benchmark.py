@@ -1,7 +1,7 @@
 """``tools/benchmark.py``: the full system against its baseline on real FERPlus, under label noise.
 
     python tools/benchmark.py                          # full size: 6 trainings, ~1.5 h on 2 cores
-    python tools/benchmark.py --quick                  # a fifth of the data, one epoch less
+    python tools/benchmark.py --quick                  # 15% of the data, one warm-up epoch less
     python tools/benchmark.py --settings sym30 --ablation all      # what each part contributes
     python tools/benchmark.py --data-root /data/ferplus optim.lr=0.001
 
@@ -17,10 +17,14 @@ baseline and the ablations are derived), then writes to ``--out``:
 - ``results.md``: the same as Markdown tables;
 - ``runs/<setting>-<variant>/``: each training's run directory (config, metrics, checkpoints).
 
-Both result files are rewritten (atomically) after every training, and a training that was cut
-short resumes from its last checkpoint when the same command runs again; finished trainings are
-not repeated. Another recipe or other overrides with the same ``--out`` is an error rather than a
-silent mix of results.
+Both result files are rewritten (atomically) after every training. Running the same command again
+does not repeat finished trainings (their summaries are recomputed from their run directories), and
+continues one that was cut short from its last checkpoint. Trainings of other settings or ablations
+in the same ``--out`` join the table. Every run directory is checked against the config this
+command would give it before anything trains: another recipe, size or overrides for the same
+``--out`` is an error rather than a silent mix of results.
+
+Under ``accelerate launch`` every process trains; the main process alone writes the results.
 """
 from __future__ import annotations
 
@@ -28,9 +32,12 @@ import argparse
 import datetime
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 from fer_robust.cli.common import repo_root, user_errors_exit
 
@@ -47,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="label settings to train under (default: all)")
     p.add_argument("--size", choices=list(SIZES), default="full")
     p.add_argument("--quick", action="store_const", const="quick", dest="size",
-                   help="same as --size quick: 20%% of the training split, one epoch less")
+                   help="same as --size quick: 15%% of the training split, one warm-up epoch less")
     p.add_argument("--ablation", nargs="*", default=[], metavar="PART",
                    help=f"also train the full system with each PART off in turn: "
                         f"{', '.join(ABLATIONS)} or all")
@@ -59,129 +66,223 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def machine_description() -> str:
+def machine_description(cpu: bool) -> str:
     import os
 
     import torch
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}; "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    from accelerate import PartialState
+    gpu = torch.cuda.is_available() and not cpu
+    device = f"GPU {torch.cuda.get_device_name(0)}" if gpu else "CPU only"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}, "
+            f"{PartialState().num_processes} process(es); torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
 
 
 def labels_of_run(cfg, run_dir: Path):
-    """(given labels, true labels or None, votes or None) of a run's training split, from disk."""
+    """(given labels, majority labels, votes or None, number of classes) of a run's training split."""
     from dataclasses import replace
 
+    from fer_robust.config import ConfigError
     from fer_robust.data.noise import load_noisy_labels
     from fer_robust.data.registry import build_dataset
     dataset = build_dataset(replace(cfg.data, cache_in_memory=False), "train")
-    given, true = dataset.targets.copy(), None
-    noisy_file = run_dir / "noisy_labels.npz"
-    if noisy_file.is_file():
-        given, true, _ = load_noisy_labels(noisy_file)
-    return given, true, dataset.votes
+    given, true = dataset.clean_targets.copy(), dataset.clean_targets.copy()
+    if cfg.data.noise.type != "none":
+        noisy_file = run_dir / "noisy_labels.npz"
+        if not noisy_file.is_file():
+            raise ConfigError(f"{noisy_file} is missing: the run's noisy labels cannot be known")
+        given, saved_true, _ = load_noisy_labels(noisy_file)
+        if not np.array_equal(saved_true, true):
+            raise ConfigError(f"{noisy_file}: its clean labels differ from {cfg.data.root}'s")
+    return given, true, dataset.votes, dataset.num_classes
 
 
-def test_accuracy(trainer) -> float | None:
-    """Accuracy of the trainer's final model on the test split, or None when the root has none."""
+def test_accuracy(model, cfg, class_names, accelerator) -> float | None:
+    """Accuracy of ``model`` on the test split, or None when the root has none."""
     from fer_robust.data._reading import SplitNotFoundError
     from fer_robust.data.loaders import build_eval_loader
     from fer_robust.data.registry import build_dataset
     from fer_robust.data.transforms import build_transform
     from fer_robust.engine.evaluation import classification_metrics, predict_logits
-    cfg = trainer.cfg
     try:
         test_set = build_dataset(cfg.data, "test", build_transform(cfg.data, train=False))
     except SplitNotFoundError:
         return None
-    loader = trainer.accelerator.prepare(build_eval_loader(test_set, cfg.optim.eval_batch_size,
-                                                           cfg.data.num_workers))
-    logits, labels, _ = predict_logits(trainer.model, loader, trainer.accelerator, progress=False)
-    return classification_metrics(logits, labels, trainer.class_names)["accuracy"]
+    loader = accelerator.prepare(build_eval_loader(test_set, cfg.optim.eval_batch_size,
+                                                   cfg.data.num_workers))
+    logits, labels, _ = predict_logits(model, loader, accelerator, progress=False)
+    return classification_metrics(logits, labels, class_names)["accuracy"]
+
+
+# Settings that do not change what a run computes: a run may continue with other values of these.
+_RESULT_NEUTRAL = {"output_dir", "progress_bar", "log_tensorboard", "checkpoint_every",
+                   "data.num_workers", "optim.eval_batch_size"}
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
 
 
 def check_same_config(cfg, run_dir: Path) -> None:
-    """A run directory is only continued with the config it was started with."""
+    """A run directory is only continued (or reported) with the config it was trained with."""
     from fer_robust.config import ConfigError, config_to_dict, load_config
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         return
-    saved = config_to_dict(load_config(saved_file))
-    wanted = config_to_dict(cfg)
-    diff = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    saved, wanted = _flatten(config_to_dict(load_config(saved_file))), _flatten(config_to_dict(cfg))
+    diff = sorted(k for k in set(saved) | set(wanted)
+                  if saved.get(k) != wanted.get(k) and k not in _RESULT_NEUTRAL)
     if diff:
-        raise ConfigError(f"{run_dir} was trained with another config (differs in {diff}); use "
+        raise ConfigError(f"{run_dir} was trained with another config (differs in {diff[:8]}); use "
                           "another --out or remove that run directory")
 
 
-def run_one(cfg, run_dir: Path, cpu: bool) -> dict:
-    """Train (or finish training) one run and return its summary."""
-    from fer_robust.benchmark.report import summarize_run
+def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
+    """Train one run (continuing it from its last checkpoint if it has one); its summary."""
     from fer_robust.engine.trainer import Trainer
-    check_same_config(cfg, run_dir)
+    if run_dir.exists() and not (run_dir / "checkpoints" / "latest").is_file():
+        # Cut short before its first checkpoint: nothing to continue from.
+        import shutil
+        from accelerate import PartialState
+        state = PartialState()
+        if state.is_main_process:
+            print(f"[benchmark] {run_dir} has no checkpoint yet; starting it again", flush=True)
+            shutil.rmtree(run_dir)
+        state.wait_for_everyone()
     resume = (run_dir / "checkpoints" / "latest").is_file()
     trainer = Trainer(cfg, resume=resume, cpu=cpu).setup()
-    trainer.fit()
-    test_acc = test_accuracy(trainer)
-    if not trainer.is_main:
-        return {}
-    given, true, votes = labels_of_run(cfg, run_dir)
-    summary = summarize_run(run_dir, given, true, votes, cfg.robust.split.threshold)
+    accelerator_holder[:] = [trainer.accelerator]
+    trainer.fit(end_training=False)
+    test_acc = test_accuracy(trainer.model, cfg, trainer.class_names, trainer.accelerator)
+    return summarize(cfg, run_dir, test_acc) if trainer.is_main else {}
+
+
+def summarize(cfg, run_dir: Path, test_acc: float | None) -> dict:
+    from fer_robust.benchmark.report import summarize_run
+    given, true, votes, num_classes = labels_of_run(cfg, run_dir)
+    summary = summarize_run(run_dir, given, true, votes, num_classes, cfg.robust.split.threshold)
     summary["test_accuracy"] = test_acc
     return summary
+
+
+def summarize_finished(cfg, run_dir: Path, previous: dict | None, cpu: bool) -> dict:
+    """Summary of a run trained earlier, recomputed from its files (test accuracy re-evaluated
+    only when the earlier summary lacks it and the root has a test split)."""
+    from accelerate import PartialState
+    test_acc = (previous or {}).get("test_accuracy")
+    if test_acc is None and PartialState().num_processes == 1 and _has_test_split(cfg):
+        from fer_robust.engine.distributed import build_accelerator
+        from fer_robust.engine.inference import load_trained_model
+        _, model, class_names, _ = load_trained_model(run_dir / "last_model.safetensors")
+        accelerator = build_accelerator(cfg.mixed_precision, cpu=cpu)
+        test_acc = test_accuracy(accelerator.prepare(model), cfg, class_names, accelerator)
+    summary = summarize(cfg, run_dir, test_acc)
+    if previous and "wall_seconds" in previous:
+        summary["wall_seconds"] = previous["wall_seconds"]
+    return summary
+
+
+def _has_test_split(cfg) -> bool:
+    from dataclasses import replace
+
+    from fer_robust.data._reading import SplitNotFoundError
+    from fer_robust.data.registry import read_split
+    try:
+        read_split(replace(cfg.data, cache_in_memory=False), "test")
+    except SplitNotFoundError:
+        return False
+    return True
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     with user_errors_exit("benchmark"):
-        from fer_robust.benchmark.recipe import ABLATIONS, build_run_config, plan_runs
+        from accelerate import PartialState
+
+        from fer_robust.benchmark.recipe import ABLATIONS, RunSpec, build_run_config, plan_runs
         from fer_robust.benchmark.report import compare, render_markdown
-        from fer_robust.utils import atomic_write_json, atomic_write_text
+        from fer_robust.config import ConfigError
+        from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
 
         if not args.config.is_file():
             raise FileNotFoundError(f"recipe not found: {args.config}")
-        ablations = list(ABLATIONS) if args.ablation == ["all"] else args.ablation
-        specs = plan_runs(args.settings, ablations)
+        ablations = list(ABLATIONS) if args.ablation == ["all"] else list(dict.fromkeys(args.ablation))
+        specs = plan_runs(list(dict.fromkeys(args.settings)), ablations)
         overrides = list(args.overrides)
         if args.data_root:
             overrides.append(f"data.root={args.data_root}")
         out = args.out or Path(f"runs/benchmark_ferplus_{args.size}")
-        configs = {spec.name: build_run_config(args.config, spec, args.size, out / "runs" / spec.name,
-                                               overrides) for spec in specs}  # all checked up front
+
+        def config_of(spec: RunSpec):
+            return build_run_config(args.config, spec, args.size, out / "runs" / spec.name, overrides)
+
+        configs = {spec.name: config_of(spec) for spec in specs}
+        # Runs trained earlier into this --out for other settings or ablations join the table;
+        # like the requested ones they must come from this recipe, size and overrides.
+        earlier = []
+        for run_dir in sorted((out / "runs").glob("*-*")) if (out / "runs").is_dir() else []:
+            if run_dir.name not in configs and (run_dir / "last_model.safetensors").is_file():
+                setting, variant = run_dir.name.split("-", 1)
+                try:
+                    configs[run_dir.name] = config_of(RunSpec(setting, variant))
+                except (ConfigError, KeyError):
+                    raise ConfigError(f"{run_dir} is not a run of this benchmark") from None
+                earlier.append(run_dir.name)
+        for name, cfg in configs.items():  # all checked before anything is trained
+            check_same_config(cfg, out / "runs" / name)
+
+        is_main = PartialState().is_main_process
         results_file = out / "results.json"
-        previous = json.loads(results_file.read_text())["runs"] if results_file.is_file() else {}
-        # Rows of other settings or ablations trained earlier into the same --out stay in the table.
-        results: dict = {k: v for k, v in previous.items() if k not in configs}
-        header = {"title": "FERPlus label-noise benchmark", "command": " ".join(
-                      ["python tools/benchmark.py", *(argv if argv is not None else sys.argv[1:])]),
+        previous: dict = {}
+        if results_file.is_file():
+            try:
+                previous = json.loads(results_file.read_text())["runs"]
+            except (ValueError, KeyError):
+                previous = {}  # unreadable: every summary is recomputed from the run directories
+        header = {"title": "FERPlus label-noise benchmark",
+                  "command": shlex.join(["python", "tools/benchmark.py",
+                                         *(argv if argv is not None else sys.argv[1:])]),
                   "recipe": str(args.config), "size": args.size,
                   "data root": next(iter(configs.values())).data.root,
-                  "machine": machine_description()}
-        for spec in specs:
-            cfg, run_dir = configs[spec.name], out / "runs" / spec.name
-            if spec.name in previous and (run_dir / "last_model.safetensors").is_file():
-                check_same_config(cfg, run_dir)
-                results[spec.name] = previous[spec.name]
-                print(f"[benchmark] {spec.name}: finished earlier, kept")
-                continue
-            print(f"[benchmark] {spec.name}: training -> {run_dir}", flush=True)
-            t0 = time.perf_counter()
-            summary = run_one(cfg, run_dir, args.cpu)
-            if not summary:  # not the main process
-                continue
-            summary["wall_seconds"] = time.perf_counter() - t0
-            results[spec.name] = summary
+                  "machine": machine_description(args.cpu)}
+        results: dict = {}
+
+        def write() -> dict:
             comparison = compare(results)
             header["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-            atomic_write_json(results_file, {"header": header, "runs": results, **comparison})
+            atomic_write_json(results_file, json_safe({"header": header, "runs": results,
+                                                       **comparison}))
             atomic_write_text(out / "results.md", render_markdown(results, comparison, header))
-            print(f"[benchmark] {spec.name}: val acc {summary['val_accuracy']:.4f}, "
+            return comparison
+
+        accelerator_holder: list = []
+        for name in [*(s.name for s in specs), *earlier]:
+            cfg, run_dir = configs[name], out / "runs" / name
+            if (run_dir / "last_model.safetensors").is_file():
+                if is_main:
+                    results[name] = summarize_finished(cfg, run_dir, previous.get(name), args.cpu)
+                    print(f"[benchmark] {name}: finished earlier, summary recomputed from its files")
+                continue
+            print(f"[benchmark] {name}: training -> {run_dir}", flush=True)
+            t0 = time.perf_counter()
+            summary = run_one(cfg, run_dir, args.cpu, accelerator_holder)
+            if not is_main:
+                continue
+            summary["wall_seconds"] = time.perf_counter() - t0
+            results[name] = summary
+            write()
+            print(f"[benchmark] {name}: val acc {summary['val_accuracy']:.4f}, "
                   f"{summary['seconds_per_epoch']:.0f} s/epoch; wrote {out / 'results.md'}", flush=True)
-        if not results:
+        if accelerator_holder:
+            accelerator_holder[0].end_training()
+        if not is_main or not results:
             return {}
-        comparison = compare(results)
-        atomic_write_json(results_file, {"header": header, "runs": results, **comparison})
-        atomic_write_text(out / "results.md", render_markdown(results, comparison, header))
+        comparison = write()
         print(render_markdown(results, comparison, header))
         return {"runs": results, **comparison}
 

@@ -60,11 +60,17 @@ def read_split(data_cfg: "DataConfig", split: str) -> FERDataset:
 
 def train_subset(dataset: FERDataset, fraction: float, seed: int) -> FERDataset:
     """A seeded share ``fraction`` of ``dataset``, taken class by class (``round(fraction * n_c)``
-    of class ``c``). The same (fraction, seed) gives the same images on every process and run."""
+    of class ``c``, at least one, so no class drops out). The same (fraction, seed) gives the same
+    images on every process and run."""
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"data.train_fraction must be in (0, 1], got {fraction}")
     from fer_robust.data.splits import stratified_split
-    _, kept = stratified_split(dataset.targets, fraction, seed)
+    rest, kept = stratified_split(dataset.targets, fraction, seed)
+    missing = np.setdiff1d(np.unique(dataset.targets), dataset.targets[kept])
+    if missing.size:  # a class too small for its share keeps one (seeded) image
+        rng = np.random.default_rng(seed)
+        extra = [rng.choice(rest[dataset.targets[rest] == c]) for c in missing]
+        kept = np.sort(np.concatenate([kept, np.asarray(extra, np.int64)]))
     return dataset.subset(kept)
 
 

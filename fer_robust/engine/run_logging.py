@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from fer_robust.utils import atomic_write_text
+from fer_robust.utils import atomic_write_text, json_safe
 
 __all__ = ["MetricsLog"]
 
@@ -21,7 +20,7 @@ class MetricsLog:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(_finite(record)) + "\n")
+            f.write(json.dumps(json_safe(record)) + "\n")
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
@@ -34,14 +33,3 @@ class MetricsLog:
             return
         keep = [r for r in self.read() if r.get("epoch", -1) <= epoch]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
-
-
-def _finite(obj):
-    """JSON has no NaN: write null instead."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

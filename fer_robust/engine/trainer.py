@@ -230,11 +230,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------------
-    def fit(self, stop_after_epoch: int | None = None) -> dict:
+    def fit(self, stop_after_epoch: int | None = None, end_training: bool = True) -> dict:
         """Run the remaining epochs; return the last epoch's metrics record.
 
         ``stop_after_epoch`` ends the process after that epoch's checkpoint (for schedulers with
-        time limits); ``--resume`` then continues exactly where it stopped.
+        time limits); ``--resume`` then continues exactly where it stopped. ``end_training=False``
+        leaves accelerate's trackers and process group up, for callers that go on to evaluate or
+        train again in the same processes (``tools/benchmark.py``); they call
+        ``accelerator.end_training()`` themselves.
         """
         record: dict = {}
         for epoch in range(self.start_epoch, self.total_epochs):
@@ -269,7 +272,8 @@ class Trainer:
                                               "best": self.best}, self._trainer_tensors())
             if stopping and not last:
                 self.accelerator.print(f"stopping after epoch {epoch}; continue with --resume")
-                self.accelerator.end_training()
+                if end_training:
+                    self.accelerator.end_training()
                 return record
         if self.is_main and self.total_epochs > 0:
             save_model_weights(self.accelerator.unwrap_model(self.model),

@@ -69,4 +69,4 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
         relabeled[noisy_idx] = True
     return RobustDecision(clean_prob=np.asarray(split.clean_prob, np.float32), clean_mask=clean_mask,
                           soft_labels=soft, new_labels=soft.argmax(1), confidence=soft.max(1),
-                          relabeled_mask=relabeled, per_class=list(getattr(split, "per_class", [])))
+                          relabeled_mask=relabeled, per_class=split.summary())
