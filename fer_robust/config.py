@@ -158,6 +158,11 @@ class StageConfig:
 class SplitConfig:
     """Class-dependent two-component GMM split of per-sample losses."""
     threshold: float = 0.5
+    # 'class': one GMM per given class (DR-FER's class-dependent split). 'global': one GMM over all
+    # losses, for noise that leaves some classes with a noisy majority (symmetric noise on an
+    # imbalanced set: on FERPlus, 30% symmetric noise makes ~90% of the disgust and contempt labels
+    # wrong, and a per-class mixture then takes the noisy mode for the clean one).
+    scope: Literal["class", "global"] = "class"
     normalize: Literal["minmax", "none"] = "minmax"
     # Classes with fewer samples than this use the fallback instead of their own GMM.
     min_class_size: int = 20

@@ -129,6 +129,8 @@ def class_dependent_split(losses: np.ndarray, labels: np.ndarray, num_classes: i
                           cfg: SplitConfig) -> SplitResult:
     """Split samples into clean and noisy with one two-component GMM per (given) class.
 
+    With ``cfg.scope == 'global'`` one GMM over all losses scores every class instead.
+
     Args:
         losses: (N,) per-sample losses (e.g. CE against the given label, optionally smoothed by
             :class:`LossHistory`). Non-finite losses are treated as the largest finite loss.
@@ -174,7 +176,10 @@ def class_dependent_split(losses: np.ndarray, labels: np.ndarray, num_classes: i
             info.append(ClassSplitInfo(c, 0, None, float("nan"), "empty"))
             continue
         values = _normalize(losses[members], cfg.normalize)
-        if n >= min_size and not _is_degenerate(values):
+        if cfg.scope == "global":
+            means, fallback = None, "global"
+            prob = global_posterior()[members]
+        elif n >= min_size and not _is_degenerate(values):
             prob, means = fit_clean_posterior(values, cfg)
             fallback = "none"
         else:
