@@ -85,9 +85,12 @@ class MIMConfig:
     # Patch size in input pixels; must divide the input size.
     patch_size: int = 8
     # Share of each training batch that is masked. The masked images go through the same single
-    # forward pass as the unmasked ones (and are classified too, like random erasing), so MIM costs
-    # no second backbone pass.
+    # forward pass as the unmasked ones, so MIM costs no second backbone pass.
     masked_fraction: float = 0.5
+    # Also classify the masked images (the mask then acts like random erasing). False drops them
+    # from the classification terms (ce, local_ce, soft_ce): a short schedule learns the classes
+    # faster from whole faces, and the masked images still train the backbone through MIM.
+    classify_masked: bool = True
     decoder_dim: int = 128
     # Normalise the target pixels per patch (MAE's norm_pix_loss).
     norm_pix_loss: bool = True
@@ -206,6 +209,12 @@ class RelabelConfig:
     # refinement). A clean sample the split wrongly called noisy (p near the threshold) then keeps
     # much of its label; a confidently noisy one (p near 0) trains on the retrieval label alone.
     mix_given: bool = False
+    # Blend the model's own prediction into the retrieval soft label before ``mix_given``:
+    # (1 - w) * retrieval + w * softmax(logits) from the per-sample pass (bootstrapping, Reed et
+    # al. 2015). 0 is DR-FER's retrieval label alone. The retrieval ranking is a k-NN vote in the
+    # embedding the classifier was trained on, so early in training it is a weaker classifier than
+    # the head itself; the blend keeps the ranking's class evidence and the head's accuracy.
+    model_weight: float = 0.0
 
 
 @dataclass
@@ -442,6 +451,9 @@ def validate(cfg: Config) -> None:
             and cfg.model.arch == "two_branch":
         raise ConfigError(f"'model.mim.patch_size' ({cfg.model.mim.patch_size}) must divide "
                           f"'data.img_size' ({cfg.data.img_size})")
+    if not 0.0 <= cfg.robust.relabel.model_weight <= 1.0:
+        raise ConfigError("'robust.relabel.model_weight' must be in [0, 1], got "
+                          f"{cfg.robust.relabel.model_weight}")
     if cfg.optim.batch_size < 1 or cfg.optim.grad_accum_steps < 1:
         raise ConfigError("'optim.batch_size' and 'optim.grad_accum_steps' must be >= 1")
 

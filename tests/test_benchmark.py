@@ -215,6 +215,12 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
     assert "another config" in capsys.readouterr().err
     saved = json.loads((out / "results.json").read_text())["runs"]["sym30-full"]
     assert saved["val_accuracy"] == resumed["runs"]["sym30-full"]["val_accuracy"]
+    # A change to the full system's own parts keeps the baselines (they never read it) and names
+    # the full system's run.
+    with pytest.raises(SystemExit):
+        benchmark_cli.main([*argv, "model.mim.masked_fraction=0.3"])
+    err = capsys.readouterr().err
+    assert "clean-full was trained with another config" in err and "model.mim.masked_fraction" in err
 
     # An ablation trained later into the same --out joins the table of the earlier runs.
     ablation = benchmark_cli.main(["--settings", "sym30", "--ablation", "gmm",

@@ -316,6 +316,27 @@ def test_mix_given_keeps_the_clean_probability_share_of_the_given_label():
     np.testing.assert_array_equal(mixed.soft_labels[~rel], plain.soft_labels[~rel])
 
 
+def test_model_weight_blends_the_model_prediction_into_the_retrieval_label():
+    """With w > 0 a relabelled target is (1 - w) retrieval + w model probabilities; a model that
+    knows the true labels then lifts relabelling accuracy above retrieval's alone."""
+    from fer_robust.robust.selection import split_and_relabel
+    losses, labels, noisy = planted_losses(num_classes=4, per_class=300, noise_rate=0.3)
+    emb, true = clustered_embeddings(4, 300, 16, spread=2.0, seed=1)
+    probs = np.full((len(labels), 4), 0.1, np.float32)
+    probs[np.arange(len(labels)), true] = 0.7
+    plain = split_and_relabel(losses, emb, labels, 4, SplitConfig(), RelabelConfig(k=20))
+    blend = split_and_relabel(losses, emb, labels, 4, SplitConfig(),
+                              RelabelConfig(k=20, model_weight=0.5), probs=probs)
+    rel = plain.relabeled_mask
+    assert rel.any() and np.array_equal(rel, blend.relabeled_mask)
+    np.testing.assert_allclose(blend.soft_labels[rel], 0.5 * plain.soft_labels[rel] + 0.5 * probs[rel],
+                               atol=1e-6)
+    np.testing.assert_array_equal(blend.soft_labels[~rel], plain.soft_labels[~rel])
+    assert (blend.new_labels[rel] == true[rel]).mean() > (plain.new_labels[rel] == true[rel]).mean()
+    with pytest.raises(ValueError, match="model's probabilities"):
+        split_and_relabel(losses, emb, labels, 4, SplitConfig(), RelabelConfig(k=20, model_weight=0.5))
+
+
 def test_global_scope_handles_a_class_whose_labels_are_mostly_noise():
     """Symmetric noise on an imbalanced set: a small class receives far more wrong labels than it
     has right ones, so the model barely learns it and its few right labels get high losses too.

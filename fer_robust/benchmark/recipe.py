@@ -86,6 +86,17 @@ ABLATIONS: dict[str, Callable[[Config], None]] = {
 }
 
 
+# Config keys (dotted prefixes) only the two-branch system reads. A baseline trained under other
+# values of these is the same training, so a finished baseline stays valid when only the full
+# system's parts of the recipe change (see :func:`ignored_by`).
+BASELINE_UNUSED = ("model.mim.", "model.arm.", "model.local_", "robust.")
+
+
+def ignored_by(cfg: Config) -> tuple[str, ...]:
+    """Dotted-key prefixes whose values do not change what a training with ``cfg`` computes."""
+    return BASELINE_UNUSED if cfg.model.arch == "baseline" else ()
+
+
 def _to_baseline(cfg: Config) -> None:
     total = sum(st.epochs for st in cfg.stages)
     cfg.model.arch = "baseline"

@@ -129,14 +129,22 @@ def _flatten(tree, prefix: str = "") -> dict:
 
 
 def check_same_config(cfg, run_dir: Path) -> None:
-    """A run directory is only continued (or reported) with the config it was trained with."""
+    """A run directory is only continued (or reported) with the config it was trained with.
+
+    Keys that do not change the training are not compared: the neutral ones above and, for a
+    baseline, the two-branch system's own settings (``recipe.BASELINE_UNUSED``), so tuning the
+    full system in the recipe keeps the finished baselines.
+    """
     from fer_robust.config import ConfigError, config_to_dict, load_config
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         return
+    from fer_robust.benchmark.recipe import ignored_by
     saved, wanted = _flatten(config_to_dict(load_config(saved_file))), _flatten(config_to_dict(cfg))
+    unused = ignored_by(cfg)
     diff = sorted(k for k in set(saved) | set(wanted)
-                  if saved.get(k) != wanted.get(k) and k not in _RESULT_NEUTRAL)
+                  if saved.get(k) != wanted.get(k) and k not in _RESULT_NEUTRAL
+                  and not k.startswith(unused))
     if diff:
         raise ConfigError(f"{run_dir} was trained with another config (differs in {diff[:8]}); use "
                           "another --out or remove that run directory")

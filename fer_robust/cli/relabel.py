@@ -116,7 +116,8 @@ def main(argv=None) -> dict:
         decision = None
         if accelerator.is_main_process:
             decision = split_and_relabel(result.loss, result.embedding, given, len(class_names),
-                                         cfg.robust.split, cfg.robust.relabel, relabel=True)
+                                         cfg.robust.split, cfg.robust.relabel, relabel=True,
+                                         probs=result.prob)
         decision = broadcast_object(accelerator, decision)
         if not accelerator.is_main_process:
             return {}

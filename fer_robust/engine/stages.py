@@ -103,7 +103,8 @@ def robust_update(trainer: "Trainer", epoch: int, relabel: bool) -> dict:
     if trainer.accelerator.is_main_process:
         decision = split_and_relabel(losses, result.embedding, state.given_labels,
                                      trainer.num_classes, trainer.cfg.robust.split,
-                                     trainer.cfg.robust.relabel, relabel=relabel)
+                                     trainer.cfg.robust.relabel, relabel=relabel,
+                                     probs=result.prob)
     decision = broadcast_object(trainer.accelerator, decision)
 
     rcfg = trainer.cfg.robust.relabel
@@ -144,5 +145,6 @@ def robust_update(trainer: "Trainer", epoch: int, relabel: bool) -> dict:
             if changed_rel.any():
                 metrics["relabel_accuracy_changed"] = float(relabel_accuracy(
                     decision.soft_labels[changed_rel], state.true_labels[changed_rel]))
-    trainer.save_sample_state(epoch, extra={"loss": result.loss, "pred": result.pred})
+    trainer.save_sample_state(epoch, extra={"loss": result.loss, "pred": result.pred,
+                                                 "prob": result.prob})
     return metrics

@@ -307,7 +307,9 @@ class Trainer:
         """Every loss term the stage weights, each a scalar tensor.
 
         ce / local_ce: cross-entropy on the given label, weighted per sample by ``ce_weight``
-            (0 for samples the split called noisy), averaged over the samples that count.
+            (0 for samples the split called noisy), averaged over the samples that count. With
+            ``model.mim.classify_masked`` off, the batch's masked images count for none of the
+            classification terms.
         soft_ce: soft cross-entropy on retrieval soft labels, for relabelled samples (added to
             the global and, when present, the local logits).
         mim: the masked-image-modelling reconstruction loss.
@@ -315,6 +317,9 @@ class Trainer:
         """
         rows = self.sample_state.batch_targets(index, labels.device)
         ce_w, soft_w = rows["ce_weight"], rows["soft_weight"]
+        if "mim_index" in out and not self.cfg.model.mim.classify_masked:
+            keep = torch.ones_like(ce_w).index_fill_(0, out["mim_index"], 0.0)
+            ce_w, soft_w = ce_w * keep, soft_w * keep
         ls = self.cfg.optim.label_smoothing
         terms: dict[str, torch.Tensor] = {}
 

@@ -38,7 +38,7 @@ class RobustDecision:
 
 def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: np.ndarray,
                       num_classes: int, split_cfg: SplitConfig, relabel_cfg: RelabelConfig,
-                      relabel: bool = True) -> RobustDecision:
+                      relabel: bool = True, probs: np.ndarray | None = None) -> RobustDecision:
     """Split by per-class GMM on ``losses``; retrieve each noisy sample among the clean ones.
 
     Args:
@@ -46,6 +46,8 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
         embeddings: ``(N, D)`` l2-normalised embeddings V.
         given_labels: ``(N,)`` the labels training was given.
         relabel: skip retrieval when False (self-paced stage).
+        probs: ``(N, C)`` the model's softmax from the same pass; required when
+            ``relabel_cfg.model_weight > 0``, which blends it into the retrieval soft label.
 
     With ``relabel_cfg.mix_given`` a relabelled sample's soft label keeps the share ``clean_prob``
     of its given label (see :class:`~fer_robust.config.RelabelConfig`).
@@ -62,6 +64,11 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
         result = retrieval_soft_labels(embeddings[noisy_idx], embeddings[clean_idx],
                                        given_labels[clean_idx], num_classes, relabel_cfg)
         retrieved = result.soft_labels
+        w = relabel_cfg.model_weight
+        if w > 0:
+            if probs is None:
+                raise ValueError("robust.relabel.model_weight > 0 needs the model's probabilities")
+            retrieved = (1.0 - w) * retrieved + w * np.asarray(probs, np.float32)[noisy_idx]
         if relabel_cfg.mix_given:
             p = np.nan_to_num(np.asarray(split.clean_prob, np.float32)[noisy_idx, None])
             retrieved = p * soft[noisy_idx] + (1.0 - p) * retrieved
