@@ -50,6 +50,8 @@ def test_wrong_type_and_bad_choice_are_errors(tmp_path):
         load_config(None, ["data.name=imagenet"])
     with pytest.raises(ConfigError, match="loss term"):
         load_config(None, ["stages.0.loss_weights.foo=1"])
+    with pytest.raises(ConfigError, match="robust.relabel.model_weight"):
+        load_config(None, ["robust.relabel.model_weight=1.5"])
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path):

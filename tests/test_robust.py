@@ -358,3 +358,44 @@ def test_global_scope_handles_a_class_whose_labels_are_mostly_noise():
     assert f1(global_, small) > f1(per_class, small) + 0.03
     assert f1(global_, slice(None)) > f1(per_class, slice(None))
     assert all(info.fallback == "global" for info in global_.class_info)
+
+
+def test_masked_images_count_for_no_classification_term_without_classify_masked():
+    """``model.mim.classify_masked=False``: the batch's MIM-masked images drop out of ce,
+    local_ce and soft_ce; the unmasked ones weigh as before."""
+    from types import SimpleNamespace
+
+    from fer_robust.config import Config, StageConfig
+    from fer_robust.engine.sample_state import SampleState
+    from fer_robust.engine.stages import build_stage
+    from fer_robust.engine.trainer import Trainer
+
+    torch.manual_seed(0)
+    n, k = 8, 4
+    labels, index = torch.randint(0, k, (n,)), torch.arange(n)
+    state = SampleState(given_labels=labels.numpy(), num_classes=k)
+    state.soft_weight[:] = 1.0
+    state.soft_labels[:] = 1.0 / k
+    out = {"logits": torch.randn(n, k), "local_logits": torch.randn(n, k),
+           "mim_loss": torch.tensor(0.3), "mim_index": torch.tensor([1, 5])}
+    stage = build_stage(StageConfig(kind="semi_supervised", loss_weights={
+        "ce": 1.0, "local_ce": 1.0, "soft_ce": 1.0, "mim": 1.0}), 0)
+    kept = torch.tensor([0, 2, 3, 4, 6, 7])
+
+    def terms(classify_masked):
+        cfg = Config()
+        cfg.model.mim.classify_masked = classify_masked
+        stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None)
+        return Trainer.compute_losses(stub, out, labels, index, stage)
+
+    every, unmasked = terms(True), terms(False)
+    assert torch.allclose(every["ce"], torch.nn.functional.cross_entropy(out["logits"], labels))
+    assert torch.allclose(unmasked["ce"], torch.nn.functional.cross_entropy(out["logits"][kept],
+                                                                            labels[kept]))
+    assert torch.allclose(unmasked["local_ce"], torch.nn.functional.cross_entropy(
+        out["local_logits"][kept], labels[kept]))
+    assert torch.allclose(unmasked["soft_ce"], soft_cross_entropy(out["logits"][kept],
+                          torch.full((6, k), 1.0 / k)).mean()
+                          + soft_cross_entropy(out["local_logits"][kept],
+                                               torch.full((6, k), 1.0 / k)).mean())
+    assert unmasked["mim"] == every["mim"]
