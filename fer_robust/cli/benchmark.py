@@ -135,11 +135,11 @@ def check_same_config(cfg, run_dir: Path) -> None:
     baseline, the two-branch system's own settings (``recipe.BASELINE_UNUSED``), so tuning the
     full system in the recipe keeps the finished baselines.
     """
+    from fer_robust.benchmark.recipe import ignored_by
     from fer_robust.config import ConfigError, config_to_dict, load_config
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         return
-    from fer_robust.benchmark.recipe import ignored_by
     saved, wanted = _flatten(config_to_dict(load_config(saved_file))), _flatten(config_to_dict(cfg))
     unused = ignored_by(cfg)
     diff = sorted(k for k in set(saved) | set(wanted)

@@ -146,5 +146,5 @@ def robust_update(trainer: "Trainer", epoch: int, relabel: bool) -> dict:
                 metrics["relabel_accuracy_changed"] = float(relabel_accuracy(
                     decision.soft_labels[changed_rel], state.true_labels[changed_rel]))
     trainer.save_sample_state(epoch, extra={"loss": result.loss, "pred": result.pred,
-                                                 "prob": result.prob})
+                                            "prob": result.prob})
     return metrics

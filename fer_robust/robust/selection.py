@@ -39,7 +39,8 @@ class RobustDecision:
 def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: np.ndarray,
                       num_classes: int, split_cfg: SplitConfig, relabel_cfg: RelabelConfig,
                       relabel: bool = True, probs: np.ndarray | None = None) -> RobustDecision:
-    """Split by per-class GMM on ``losses``; retrieve each noisy sample among the clean ones.
+    """Split by GMM on ``losses`` (per class or global, ``split_cfg.scope``); retrieve each noisy
+    sample among the clean ones.
 
     Args:
         losses: ``(N,)`` per-sample losses (optionally smoothed over epochs by the caller).
