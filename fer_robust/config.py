@@ -224,6 +224,13 @@ class RobustConfig:
     relabel: RelabelConfig = field(default_factory=RelabelConfig)
     # Per-sample pass (and split/relabel) every this many epochs inside robust stages.
     pass_every: int = 1
+    # How the per-sample classification terms (ce, local_ce, soft_ce) are averaged in a batch:
+    # "group" divides each by the samples it covers (sum w*l / sum w), so the clean and the
+    # relabelled samples weigh as two equal halves whatever the split's proportions; "batch"
+    # divides by the batch size (sum w*l / B), so every sample weighs the same and a term's share
+    # follows the share of samples it covers, as in a plain cross-entropy epoch. Neither paper
+    # states it.
+    loss_normalization: Literal["group", "batch"] = "group"
 
 
 @dataclass

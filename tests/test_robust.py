@@ -399,3 +399,43 @@ def test_masked_images_count_for_no_classification_term_without_classify_masked(
                           + soft_cross_entropy(out["local_logits"][kept],
                                                torch.full((6, k), 1.0 / k)).mean())
     assert unmasked["mim"] == every["mim"]
+
+
+def test_loss_normalization_batch_weighs_every_sample_alike():
+    """``robust.loss_normalization``: "group" averages ce over the clean samples and soft_ce over
+    the relabelled ones; "batch" divides both by the batch size, so their sum is a plain mean over
+    the batch of each sample's own term."""
+    from types import SimpleNamespace
+
+    from fer_robust.config import Config, StageConfig
+    from fer_robust.engine.sample_state import SampleState
+    from fer_robust.engine.stages import build_stage
+    from fer_robust.engine.trainer import Trainer
+
+    torch.manual_seed(0)
+    n, k = 8, 4
+    labels, index = torch.randint(0, k, (n,)), torch.arange(n)
+    clean = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
+    state = SampleState(given_labels=labels.numpy(), num_classes=k)
+    state.ce_weight[:] = clean.numpy()
+    state.soft_weight[:] = (~clean).numpy()
+    soft_targets = torch.softmax(torch.randn(n, k), 1)
+    state.soft_labels[:] = soft_targets.numpy()
+    out = {"logits": torch.randn(n, k)}
+    stage = build_stage(StageConfig(kind="semi_supervised",
+                                    loss_weights={"ce": 1.0, "soft_ce": 1.0}), 0)
+
+    def terms(normalization):
+        cfg = Config()
+        cfg.robust.loss_normalization = normalization
+        stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None)
+        return Trainer.compute_losses(stub, out, labels, index, stage)
+
+    hard = torch.nn.functional.cross_entropy(out["logits"], labels, reduction="none")
+    soft = soft_cross_entropy(out["logits"], soft_targets)
+    group, batch = terms("group"), terms("batch")
+    assert torch.allclose(group["ce"], hard[clean].mean())
+    assert torch.allclose(group["soft_ce"], soft[~clean].mean())
+    assert torch.allclose(batch["ce"] + batch["soft_ce"], torch.where(clean, hard, soft).mean())
+    # The relabelled quarter of the batch weighs a quarter, not half, of the sum.
+    assert torch.allclose(batch["soft_ce"], soft[~clean].sum() / n)

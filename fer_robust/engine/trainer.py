@@ -307,7 +307,8 @@ class Trainer:
         """Every loss term the stage weights, each a scalar tensor.
 
         ce / local_ce: cross-entropy on the given label, weighted per sample by ``ce_weight``
-            (0 for samples the split called noisy), averaged over the samples that count. With
+            (0 for samples the split called noisy), averaged over the samples that count or over
+            the batch (``robust.loss_normalization``). With
             ``model.mim.classify_masked`` off, the batch's masked images count for none of the
             classification terms.
         soft_ce: soft cross-entropy on retrieval soft labels, for relabelled samples (added to
@@ -323,11 +324,16 @@ class Trainer:
         ls = self.cfg.optim.label_smoothing
         terms: dict[str, torch.Tensor] = {}
 
+        per_batch = self.cfg.robust.loss_normalization == "batch"
+
+        def average(loss, weights):
+            return (loss * weights).mean() if per_batch else weighted_mean(loss, weights)
+
         def hard(logits):
-            return weighted_mean(cross_entropy(logits, labels, label_smoothing=ls), ce_w)
+            return average(cross_entropy(logits, labels, label_smoothing=ls), ce_w)
 
         def soft(logits):
-            return weighted_mean(soft_cross_entropy(logits, rows["soft_labels"]), soft_w)
+            return average(soft_cross_entropy(logits, rows["soft_labels"]), soft_w)
 
         if stage.weight("ce"):
             terms["ce"] = hard(out["logits"])
