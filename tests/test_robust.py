@@ -439,3 +439,28 @@ def test_loss_normalization_batch_weighs_every_sample_alike():
     assert torch.allclose(batch["ce"] + batch["soft_ce"], torch.where(clean, hard, soft).mean())
     # The relabelled quarter of the batch weighs a quarter, not half, of the sum.
     assert torch.allclose(batch["soft_ce"], soft[~clean].sum() / n)
+
+
+def test_dcl_memory_takes_no_masked_image_without_classify_masked():
+    """The DCL memory's per-step update keeps the same images as the classification terms: clean
+    ones, minus the MIM-masked ones when ``classify_masked`` is off."""
+    from types import SimpleNamespace
+
+    from fer_robust.engine.sample_state import SampleState
+    from fer_robust.engine.trainer import Trainer, classified_mask
+
+    n, k, d = 6, 2, 4
+    labels, index = torch.zeros(n, dtype=torch.long), torch.arange(n)
+    state = SampleState(given_labels=labels.numpy(), num_classes=k)
+    state.ce_weight[:] = [1, 1, 1, 1, 0, 0]                  # samples 4, 5 called noisy
+    embedding = torch.arange(n * d, dtype=torch.float32).reshape(n, d)
+    out = {"logits": torch.zeros(n, k), "mim_index": torch.tensor([1, 4])}
+    for classify_masked, expected in ((True, [0, 1, 2, 3]), (False, [0, 2, 3])):
+        dcl = DistributionContrastiveLoss(k, d, DCLConfig(memory_per_class=8))
+        stub = SimpleNamespace(accelerator=SimpleNamespace(gather=lambda x: x),
+                               sample_state=state, dcl=dcl)
+        Trainer._update_dcl_memory(stub, embedding, labels, index,
+                                   classified_mask(out, n, classify_masked))
+        count = int(dcl.memory_count[0])
+        stored = sorted(int(row[0]) // d for row in dcl.memory[0, :count])
+        assert stored == expected

@@ -41,7 +41,7 @@ from fer_robust.robust.gmm_split import LossHistory
 from fer_robust.robust.sample_pass import SamplePassResult, per_sample_pass
 from fer_robust.utils import atomic_save_npz, atomic_write_json, seed_everything
 
-__all__ = ["Trainer", "NonFiniteLossError", "RunDirError"]
+__all__ = ["Trainer", "NonFiniteLossError", "RunDirError", "classified_mask"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -81,6 +81,16 @@ def apply_label_noise(cfg: Config, train: FERDataset) -> tuple[np.ndarray | None
                                         confusable=confusable)
     train.set_targets(noisy)
     return true, changed
+
+
+
+def classified_mask(out: dict, batch_size: int, classify_masked: bool) -> torch.Tensor:
+    """``(B,)`` bool: the batch's images that count for the classification terms and for DCL's
+    memory: all of them, unless ``classify_masked`` is off and MIM masked some (``mim_index``)."""
+    keep = torch.ones(batch_size, dtype=torch.bool, device=out["logits"].device)
+    if "mim_index" in out and not classify_masked:
+        keep[out["mim_index"]] = False
+    return keep
 
 
 class Trainer:
@@ -317,10 +327,9 @@ class Trainer:
         dcl: distribution contrastive loss on clean samples' embeddings.
         """
         rows = self.sample_state.batch_targets(index, labels.device)
-        ce_w, soft_w = rows["ce_weight"], rows["soft_weight"]
-        if "mim_index" in out and not self.cfg.model.mim.classify_masked:
-            keep = torch.ones_like(ce_w).index_fill_(0, out["mim_index"], 0.0)
-            ce_w, soft_w = ce_w * keep, soft_w * keep
+        keep = classified_mask(out, len(labels), self.cfg.model.mim.classify_masked)
+        keep = keep.to(rows["ce_weight"].dtype)
+        ce_w, soft_w = rows["ce_weight"] * keep, rows["soft_weight"] * keep
         ls = self.cfg.optim.label_smoothing
         terms: dict[str, torch.Tensor] = {}
 
@@ -379,7 +388,9 @@ class Trainer:
                 self.num_updates += 1
                 self.scheduler.step_update(num_updates=self.num_updates)
             if self.dcl is not None and stage.weight("dcl"):
-                self._update_dcl_memory(out["embedding"], labels, index)
+                self._update_dcl_memory(out["embedding"], labels, index,
+                                        classified_mask(out, len(labels),
+                                                        cfg.model.mim.classify_masked))
             steps += 1
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
             for name, value in terms.items():
@@ -396,9 +407,12 @@ class Trainer:
 
     @torch.no_grad()
     def _update_dcl_memory(self, embedding: torch.Tensor, labels: torch.Tensor,
-                           index: torch.Tensor) -> None:
-        """FIFO-update the DCL memory with this step's clean embeddings from every process."""
-        emb, lab, idx = self.accelerator.gather((embedding.detach().float(), labels, index))
+                           index: torch.Tensor, classified: torch.Tensor) -> None:
+        """FIFO-update the DCL memory with this step's clean embeddings from every process
+        (``classified``: the images that count for classification, see :func:`classified_mask`)."""
+        emb, lab, idx, counted = self.accelerator.gather(
+            (embedding.detach().float(), labels, index, classified))
         clean = torch.from_numpy(self.sample_state.ce_weight[idx.cpu().numpy()] > 0).to(emb.device)
+        clean &= counted.to(emb.device)
         if clean.any():
             self.dcl.update_memory(emb[clean], lab[clean])
