@@ -231,3 +231,27 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
     assert "split_f1" not in ablation["runs"]["sym30-no_gmm"]  # no split without the GMM
     assert "gmm" in ablation["per_setting"]["sym30"]["ablation_contribution"]
     assert "NaN" not in (out / "results.json").read_text()  # strict JSON
+
+
+def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
+    """benchmarks/oracle_selection.py: after the warm-up epoch the baseline trains on the samples
+    whose given label is the true one, and no other."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("oracle_selection",
+                                                  ROOT / "benchmarks" / "oracle_selection.py")
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 40, "FER2013Valid": 6})
+    results = tmp_path / "oracle.json"
+    report = oracle.main(["--settings", "sym30", "--out", str(tmp_path / "runs"), "--cpu",
+                          "--results-file", str(results), f"data.root={data}",
+                          "optim.batch_size=16", "data.num_workers=0", "stages.0.epochs=1"])
+    saved = json.loads(results.read_text())
+    assert saved == json.loads(json.dumps(report))
+    entry = saved["settings"]["sym30"]
+    assert len(entry["val_accuracy_per_epoch"]) == 2          # 1 warm-up + 1 oracle epoch
+    changed = np.load(tmp_path / "runs" / "sym30" / "noisy_labels.npz")["changed_mask"]
+    assert entry["clean_ratio"] == pytest.approx(1 - changed.mean())
+    assert 0 < changed.mean() < 1
