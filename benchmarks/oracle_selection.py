@@ -52,6 +52,18 @@ class OracleSelectionStage(stages.Stage):
         return {"clean_ratio": float(keep.mean())}
 
 
+def _train_with_oracle_split(cfg, cpu: bool) -> None:
+    """Train ``cfg`` with its ``self_paced`` stages run by :class:`OracleSelectionStage`; the stage
+    registry is restored afterwards, so nothing else in the process sees the oracle."""
+    from fer_robust.engine.trainer import Trainer
+    registered = stages.STAGE_KINDS["self_paced"]
+    stages.STAGE_KINDS["self_paced"] = OracleSelectionStage
+    try:
+        Trainer(cfg, cpu=cpu).setup().fit()
+    finally:
+        stages.STAGE_KINDS["self_paced"] = registered
+
+
 def _targets(baseline: dict, setting: str) -> dict | None:
     """The benchmark's accuracy bar for ``setting`` from a results.json's baseline figures."""
     runs = baseline.get("runs", {})
@@ -84,8 +96,6 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
     args = p.parse_args(argv)
 
-    from fer_robust.engine.trainer import Trainer
-    stages.STAGE_KINDS["self_paced"] = OracleSelectionStage   # this process only
     baseline = json.loads(args.baseline_results.read_text()) if args.baseline_results else {}
     report = {"warmup_epochs": args.warmup_epochs, "size": args.size, "settings": {}}
     for setting in args.settings:
@@ -101,9 +111,9 @@ def main(argv=None) -> dict:
                         loss_weights={"ce": 1.0}),
         ]
         validate(cfg)
-        trainer = Trainer(cfg, cpu=args.cpu).setup()
-        trainer.fit()
-        rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+        _train_with_oracle_split(cfg, args.cpu)
+        trainer_dir = Path(cfg.output_dir)
+        rows = [json.loads(line) for line in (trainer_dir / "metrics.jsonl").read_text().splitlines()]
         entry = {"val_accuracy_per_epoch": [r["val_accuracy"] for r in rows],
                  "val_accuracy": rows[-1]["val_accuracy"],
                  "clean_ratio": rows[-1].get("clean_ratio")}

@@ -255,3 +255,5 @@ def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
     changed = np.load(tmp_path / "runs" / "sym30" / "noisy_labels.npz")["changed_mask"]
     assert entry["clean_ratio"] == pytest.approx(1 - changed.mean())
     assert 0 < changed.mean() < 1
+    from fer_robust.engine.stages import STAGE_KINDS, SelfPacedStage
+    assert STAGE_KINDS["self_paced"] is SelfPacedStage   # the oracle stays inside the script
