@@ -83,7 +83,6 @@ def apply_label_noise(cfg: Config, train: FERDataset) -> tuple[np.ndarray | None
     return true, changed
 
 
-
 def classified_mask(out: dict, batch_size: int, classify_masked: bool) -> torch.Tensor:
     """``(B,)`` bool: the batch's images that count for the classification terms and for DCL's
     memory: all of them, unless ``classify_masked`` is off and MIM masked some (``mim_index``)."""
