@@ -57,6 +57,10 @@ class DataConfig:
                   "folder"] = "demo"
     root: str = ""
     img_size: int = 64
+    # 'validation': select the best epoch on a validation split (the benchmark's own, or a carve of
+    # val_fraction of train). 'full_train': the papers' protocol, the whole training split, no
+    # validation split and no selection (the last epoch is kept). See engine/protocol.py.
+    protocol: Literal["validation", "full_train"] = "validation"
     # Fraction of train carved out (seeded, stratified) as validation where a benchmark has none.
     val_fraction: float = 0.1
     split_seed: int = 0
@@ -116,8 +120,21 @@ class ModelConfig:
     arch: Literal["two_branch", "baseline"] = "two_branch"
     backbone: str = "resnet18"
     pretrained: bool = False
-    # Local weight file (timm/torchvision state dict or an MS-Celeb-1M checkpoint); loads offline.
+    # Local weight file, loaded offline: a timm/torchvision state dict, an MS-Celeb-1M checkpoint
+    # (ijba_res18_naive.pth.tar) or VGGFace2's resnet50_ft_weight.pkl (needs allow_pickle). The
+    # string "none" (any case) says on purpose that no file is loaded.
     pretrained_file: str = ""
+    # The recipe assumes pretrained weights: leaving model.pretrained_file empty with
+    # model.pretrained false is an error (model.pretrained_file=none trains from scratch, on
+    # purpose).
+    expects_pretrained: bool = False
+    # Let the weight file be unpickled (a .pkl, or a torch file that torch.load(weights_only=True)
+    # refuses). A pickle can run arbitrary code when read: only for files you trust.
+    allow_pickle: bool = False
+    # Input pixels per cell of the backbone's final map: 32 as the backbone is built; 16 (or 8)
+    # dilates the last stage instead, so a small input keeps a map ARM and the local branch can
+    # work on (48 px: 3x3 at 16 instead of 2x2 at 32). Both models of a comparison should share it.
+    output_stride: Literal[8, 16, 32] = 32
     pooling: Literal["arm", "avg"] = "arm"
     drop_rate: float = 0.0
     # Dimension of the local representation L.
@@ -196,6 +213,11 @@ class DCLConfig:
 class RelabelConfig:
     """Retrieval relabelling of noisy samples among clean ones."""
     k: int = 50
+    # Normaliser of the per-class AP of a query's ranking (DR-FER does not say): 'list' divides by
+    # the list length k, so more and higher-ranked neighbours of a class always weigh more; 'hits'
+    # divides by the class's own hits (textbook AP), under which one rank-1 neighbour outweighs 49
+    # others. See retrieval.per_class_average_precision.
+    ap_normalization: Literal["list", "hits"] = "list"
     backend: Literal["faiss", "torch"] = "faiss"
     index: Literal["flat", "ivf"] = "flat"
     nlist: int = 1024
@@ -452,6 +474,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"'data.train_fraction' must be in (0, 1], got {cfg.data.train_fraction}")
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"'data.val_fraction' must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.data.val_fraction == 0.0 and cfg.data.protocol == "validation":
+        raise ConfigError("'data.val_fraction' is 0, which leaves no validation split to select on; "
+                          "for the papers' protocol (whole training split, no selection, last epoch "
+                          "kept) set data.protocol=full_train")
+    if cfg.model.expects_pretrained and not cfg.model.pretrained \
+            and not cfg.model.pretrained_file.strip():
+        raise ConfigError("'model.pretrained_file' is empty, but this recipe expects pretrained "
+                          "weights (model.expects_pretrained): set "
+                          "model.pretrained_file=/path/to/weights, or model.pretrained_file=none "
+                          "to train from scratch")
     if not 0.0 <= cfg.model.mim.mask_ratio < 1.0:
         raise ConfigError(f"'model.mim.mask_ratio' must be in [0, 1), got {cfg.model.mim.mask_ratio}")
     if cfg.data.img_size % cfg.model.mim.patch_size and cfg.model.mim.enabled \

@@ -1,13 +1,11 @@
 """Benchmark readers: each fixture is written in the benchmark's real on-disk format."""
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fer_robust.config import DataConfig
 from fer_robust.data.affectnet import read_affectnet
@@ -22,101 +20,10 @@ from fer_robust.data.sfew import read_sfew
 from fer_robust.data.splits import stratified_split
 from fer_robust.data._reading import SplitNotFoundError
 
+from _benchmark_fixtures import (FERPLUS_ROWS, write_affectnet, write_fer2013, write_ferplus,
+                                 write_image, write_rafdb, write_sfew)
+
 REAL_FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
-
-
-def _write_image(path: Path, value: int = 128, size: tuple[int, int] = (12, 10), mode: str = "L") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new(mode, size, value if mode == "L" else (value, value, value)).save(path)
-
-
-# --------------------------------------------------------------------------------------------------
-# Fixtures in each benchmark's on-disk format
-# --------------------------------------------------------------------------------------------------
-# FERPlus vote rows: (name, 8 emotions + unknown + NF). Expected label, or None when dropped.
-FERPLUS_ROWS = [
-    ("fer0000000.png", [8, 1, 1, 0, 0, 0, 0, 0, 0, 0], 0),     # clear neutral
-    ("fer0000001.png", [0, 10, 0, 0, 0, 0, 0, 0, 0, 0], 1),    # clear happiness
-    ("fer0000002.png", [4, 0, 0, 0, 3, 2, 0, 0, 0, 0], None),  # top 4 of 9 votes: not a majority
-    ("fer0000003.png", [5, 0, 5, 0, 0, 0, 0, 0, 0, 0], None),  # tie for the top
-    ("fer0000004.png", [1, 0, 0, 0, 0, 0, 0, 0, 9, 0], None),  # top class unknown
-    ("fer0000005.png", [0, 0, 0, 0, 0, 0, 0, 0, 2, 8], None),  # top class NF
-    # 5 surprise of 10 raw votes, but the 5 single votes are zeroed: 5 of 5 -> surprise.
-    ("fer0000006.png", [1, 1, 5, 1, 1, 1, 0, 0, 0, 0], 2),
-    ("fer0000007.png", [0, 0, 0, 0, 0, 0, 0, 6, 4, 0], 7),     # contempt
-    ("fer0000008.png", [2, 0, 0, 7, 0, 0, 0, 0, 1, 0], 3),     # sadness
-]
-
-
-def _write_ferplus(root: Path, folder: str = "FER2013Train", rows=FERPLUS_ROWS) -> Path:
-    split_dir = root / folder
-    split_dir.mkdir(parents=True, exist_ok=True)
-    with open(split_dir / "label.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        for name, votes, _ in rows:
-            writer.writerow([name, "(0, 0, 48, 48)", *votes])
-            _write_image(split_dir / name, size=(48, 48))
-    return root
-
-
-RAF_CLASS_COUNTS = {1: 6, 2: 4, 3: 5, 4: 12, 5: 7, 6: 5, 7: 9}  # 48 train images
-
-
-def _write_rafdb(root: Path) -> Path:
-    lines = []
-    i = 0
-    for label, n in RAF_CLASS_COUNTS.items():
-        for _ in range(n):
-            i += 1
-            lines.append(f"train_{i:05d}.jpg {label}")
-    for j, label in enumerate([1, 4, 4, 7, 3], start=1):
-        lines.append(f"test_{j:04d}.jpg {label}")
-    (root / "EmoLabel").mkdir(parents=True)
-    (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
-    for line in lines:
-        stem = line.split()[0][:-4]
-        _write_image(root / "Image" / "aligned" / f"{stem}_aligned.jpg", mode="RGB")
-    return root
-
-
-AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
-                    "expression,valence,arousal")
-
-
-def _write_affectnet(root: Path, train_labels: list[int], val_labels: list[int]) -> Path:
-    for csv_name, labels in (("training.csv", train_labels), ("validation.csv", val_labels)):
-        rows = [AFFECTNET_HEADER]
-        for i, label in enumerate(labels):
-            rel = f"{i % 3 + 1}/{csv_name[:3]}_{i:04d}.jpg"
-            rows.append(f'{rel},2,3,8,6,"1.0;2.0;3.0",{label},0.1,-0.2')
-            _write_image(root / "Manually_Annotated_Images" / rel, value=10 * (i % 20), size=(16, 16),
-                         mode="RGB")
-        (root / csv_name).write_text("\n".join(rows) + "\n")
-    return root
-
-
-def _write_sfew(root: Path) -> Path:
-    for source, per_class in (("Train", 4), ("Val", 2)):
-        for k, cls in enumerate(BENCHMARKS["sfew"].classes):
-            for i in range(per_class + (k == 3)):  # one extra Happy image
-                ext = "png" if i % 2 else "jpg"
-                _write_image(root / source / cls / f"{cls}_{i:03d}.{ext}", mode="RGB")
-    return root
-
-
-def _fer2013_row(label: int, usage: str, value: int = 7) -> str:
-    return f"{label},{' '.join([str(value)] * 2304)},{usage}"
-
-
-def _write_fer2013(root: Path) -> Path:
-    rows = ["emotion,pixels,Usage"]
-    for i in range(28):
-        rows.append(_fer2013_row(i % 7, "Training", value=i))
-    rows += [_fer2013_row(3, "PublicTest"), _fer2013_row(6, "PublicTest")]
-    rows += [_fer2013_row(0, "PrivateTest", value=200), _fer2013_row(5, "PrivateTest")]
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "fer2013.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +78,7 @@ def test_ferplus_majority_vote_drops_ties_unknown_and_zeroes_single_votes():
 
 
 def test_ferplus_reader_keeps_majority_rows_with_raw_votes(tmp_path):
-    root = _write_ferplus(tmp_path / "ferplus")
+    root = write_ferplus(tmp_path / "ferplus")
     ds = read_ferplus(root, "train")
     assert (ds.name, ds.split, len(ds)) == ("ferplus", "train", 5)
     assert ds.targets.tolist() == [0, 1, 2, 7, 3]
@@ -186,7 +93,7 @@ def test_ferplus_reader_keeps_majority_rows_with_raw_votes(tmp_path):
 
 
 def test_ferplus_missing_test_folder_is_named(tmp_path):
-    root = _write_ferplus(tmp_path / "ferplus")
+    root = write_ferplus(tmp_path / "ferplus")
     with pytest.raises(SplitNotFoundError, match="FER2013Test"):
         read_ferplus(root, "test")
 
@@ -200,7 +107,7 @@ def test_ferplus_missing_root_and_label_file_are_named(tmp_path):
 
 
 def test_ferplus_malformed_row_names_file_and_line(tmp_path):
-    root = _write_ferplus(tmp_path / "ferplus")
+    root = write_ferplus(tmp_path / "ferplus")
     label_file = root / "FER2013Train" / "label.csv"
     lines = label_file.read_text().splitlines()
     lines[3] = lines[3].replace(",0,0,0,0,0", ",x,0,0,0,0", 1)
@@ -214,7 +121,7 @@ def test_ferplus_malformed_row_names_file_and_line(tmp_path):
 
 
 def test_missing_image_is_an_error_naming_it_or_skipped_with_a_warning(tmp_path):
-    root = _write_ferplus(tmp_path / "ferplus")
+    root = write_ferplus(tmp_path / "ferplus")
     (root / "FER2013Train" / "fer0000007.png").unlink()
     (root / "FER2013Train" / "fer0000001.png").write_bytes(b"")  # empty file: unreadable too
     with pytest.raises(DatasetFormatError, match=r"fer0000001\.png \(and 1 more\)"):
@@ -228,7 +135,7 @@ def test_missing_image_is_an_error_naming_it_or_skipped_with_a_warning(tmp_path)
 
 def test_split_that_loses_every_row_is_an_error(tmp_path):
     rows = [("fer0000003.png", [5, 0, 5, 0, 0, 0, 0, 0, 0, 0], None)]
-    root = _write_ferplus(tmp_path / "ferplus", "FER2013Valid", rows)
+    root = write_ferplus(tmp_path / "ferplus", "FER2013Valid", rows)
     with pytest.raises(DatasetFormatError, match="ferplus val: the split is empty"):
         read_ferplus(root, "val")
 
@@ -237,7 +144,7 @@ def test_split_that_loses_every_row_is_an_error(tmp_path):
 # RAF-DB
 # --------------------------------------------------------------------------------------------------
 def test_rafdb_maps_labels_one_to_seven_onto_ids_and_carves_val(tmp_path):
-    root = _write_rafdb(tmp_path / "basic")
+    root = write_rafdb(tmp_path / "basic")
     test = read_rafdb(root, "test")
     assert test.targets.tolist() == [0, 3, 3, 6, 2]
     assert test.classes[test.targets[0]] == "Surprise"
@@ -254,7 +161,7 @@ def test_rafdb_maps_labels_one_to_seven_onto_ids_and_carves_val(tmp_path):
 
 
 def test_rafdb_unknown_class_id_names_file_line_and_value(tmp_path):
-    root = _write_rafdb(tmp_path / "basic")
+    root = write_rafdb(tmp_path / "basic")
     label_file = root / "EmoLabel" / "list_patition_label.txt"
     lines = label_file.read_text().splitlines()
     lines[4] = "train_00005.jpg 8"
@@ -279,7 +186,7 @@ def test_rafdb_missing_label_file_names_the_expected_path(tmp_path):
 def test_affectnet_drops_8_to_10_and_contempt_for_the_7_class_variant(tmp_path):
     train_labels = [0, 1, 2, 3, 4, 5, 6, 7] * 5 + [8, 9, 10, 10]
     val_labels = [0, 7, 8, 1, 6, 10]
-    root = _write_affectnet(tmp_path / "affectnet", train_labels, val_labels)
+    root = write_affectnet(tmp_path / "affectnet", train_labels, val_labels)
 
     test8 = read_affectnet(root, "test", num_classes=8)
     assert (test8.name, len(test8)) == ("affectnet8", 4)
@@ -297,7 +204,7 @@ def test_affectnet_drops_8_to_10_and_contempt_for_the_7_class_variant(tmp_path):
 
 
 def test_affectnet_crop_face_crops_to_the_face_box(tmp_path):
-    root = _write_affectnet(tmp_path / "affectnet", [0, 1, 2], [3, 4])
+    root = write_affectnet(tmp_path / "affectnet", [0, 1, 2], [3, 4])
     full = read_affectnet(root, "test")
     cropped = read_affectnet(root, "test", crop_face=True)
     assert full[0][0].size == (16, 16)
@@ -305,7 +212,7 @@ def test_affectnet_crop_face_crops_to_the_face_box(tmp_path):
 
 
 def test_affectnet_bad_expression_and_header_name_file_and_line(tmp_path):
-    root = _write_affectnet(tmp_path / "affectnet", [0, 1, 2], [3, 4])
+    root = write_affectnet(tmp_path / "affectnet", [0, 1, 2], [3, 4])
     lines = (root / "validation.csv").read_text().splitlines()
     lines[2] = lines[2].replace(",4,0.1", ",11,0.1")
     (root / "validation.csv").write_text("\n".join(lines) + "\n")
@@ -321,7 +228,7 @@ def test_affectnet_bad_expression_and_header_name_file_and_line(tmp_path):
 # SFEW and image folders
 # --------------------------------------------------------------------------------------------------
 def test_sfew_val_folder_serves_as_test_and_val_is_carved_from_train(tmp_path):
-    root = _write_sfew(tmp_path / "sfew")
+    root = write_sfew(tmp_path / "sfew")
     test = read_sfew(root, "test")
     assert len(test) == 15 and test.class_counts().tolist() == [2, 2, 2, 3, 2, 2, 2]
     train = read_sfew(root, "train", val_fraction=0.25)
@@ -332,7 +239,7 @@ def test_sfew_val_folder_serves_as_test_and_val_is_carved_from_train(tmp_path):
 
 
 def test_sfew_unknown_class_folder_is_named(tmp_path):
-    root = _write_sfew(tmp_path / "sfew")
+    root = write_sfew(tmp_path / "sfew")
     (root / "Val" / "Contempt").mkdir()
     with pytest.raises(DatasetFormatError, match=r"Val/Contempt"):
         read_sfew(root, "test")
@@ -343,7 +250,7 @@ def test_image_folder_sorts_classes_carves_missing_val_and_notes_stray_files(tmp
     for split, n in (("train", 10), ("test", 2)):
         for cls in ("sad", "happy", "neutral"):
             for i in range(n):
-                _write_image(root / split / cls / f"{i}.png", mode="RGB")
+                write_image(root / split / cls / f"{i}.png", mode="RGB")
     (root / "train" / "happy" / "readme.txt").write_text("not an image")
     train = read_image_folder(root, "train", val_fraction=0.2)
     val = read_image_folder(root, "val", val_fraction=0.2)
@@ -360,7 +267,7 @@ def test_image_folder_sorts_classes_carves_missing_val_and_notes_stray_files(tmp
 # FER2013
 # --------------------------------------------------------------------------------------------------
 def test_fer2013_reads_pixels_into_memory_with_standard_and_carved_splits(tmp_path):
-    root = _write_fer2013(tmp_path / "fer2013")
+    root = write_fer2013(tmp_path / "fer2013")
     test = read_fer2013(root, "test")
     assert test.targets.tolist() == [0, 5]
     assert test.paths == ["fer2013.csv:32", "fer2013.csv:33"]
@@ -375,7 +282,7 @@ def test_fer2013_reads_pixels_into_memory_with_standard_and_carved_splits(tmp_pa
 
 
 def test_fer2013_short_pixel_row_names_file_and_line(tmp_path):
-    root = _write_fer2013(tmp_path / "fer2013")
+    root = write_fer2013(tmp_path / "fer2013")
     lines = (root / "fer2013.csv").read_text().splitlines()
     lines[5] = "3,1 2 3,Training"
     (root / "fer2013.csv").write_text("\n".join(lines) + "\n")
@@ -387,7 +294,7 @@ def test_fer2013_short_pixel_row_names_file_and_line(tmp_path):
 # Registry and summary
 # --------------------------------------------------------------------------------------------------
 def test_build_dataset_dispatches_caches_and_sets_transform(tmp_path):
-    root = _write_rafdb(tmp_path / "basic")
+    root = write_rafdb(tmp_path / "basic")
     cfg = DataConfig(name="rafdb", root=str(root), val_fraction=0.25, split_seed=1,
                      cache_in_memory=True)
     ds = build_dataset(cfg, "val", transform=lambda img: np.asarray(img).shape)
@@ -396,8 +303,8 @@ def test_build_dataset_dispatches_caches_and_sets_transform(tmp_path):
 
 
 def test_dataset_summary_counts_per_split_and_notes_absent_split(tmp_path):
-    root = _write_ferplus(tmp_path / "ferplus")
-    _write_ferplus(root, "FER2013Valid", FERPLUS_ROWS[:2])
+    root = write_ferplus(tmp_path / "ferplus")
+    write_ferplus(root, "FER2013Valid", FERPLUS_ROWS[:2])
     summary = dataset_summary(DataConfig(name="ferplus", root=str(root)))
     assert summary["splits"]["train"]["per_class"]["contempt"] == 1
     assert summary["splits"]["val"]["total"] == 2
@@ -408,7 +315,7 @@ def test_dataset_summary_counts_per_split_and_notes_absent_split(tmp_path):
 
 def test_data_summary_cli_prints_table(tmp_path, capsys):
     from fer_robust.cli.data_summary import main
-    root = _write_sfew(tmp_path / "sfew")
+    root = write_sfew(tmp_path / "sfew")
     assert main(["--dataset", "sfew", "--root", str(root), "--val-fraction", "0.25"]) == 0
     out = capsys.readouterr().out
     assert "Happy" in out and "22" in out  # 29 train images minus 7 carved

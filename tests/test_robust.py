@@ -117,27 +117,48 @@ def test_loss_history_averages_last_window_and_round_trips():
 # --------------------------------------------------------------------------------------------------
 # Retrieval
 # --------------------------------------------------------------------------------------------------
-def slow_average_precision(labels_row: np.ndarray, c: int) -> float:
+def slow_average_precision(labels_row: np.ndarray, c: int, normalization: str) -> float:
     hits, total = 0, 0.0
     for rank, label in enumerate(labels_row, start=1):
         if label == c:
             hits += 1
             total += hits / rank
+    if normalization == "list":
+        return total / len(labels_row)
     return total / hits if hits else 0.0
 
 
-def test_vectorised_average_precision_matches_a_plain_loop():
+@pytest.mark.parametrize("normalization", ["list", "hits"])
+def test_vectorised_average_precision_matches_a_plain_loop(normalization):
     rng = np.random.default_rng(0)
     neighbor_labels = rng.integers(0, 6, size=(57, 33))
-    fast = per_class_average_precision(neighbor_labels, 7, chunk_size=10)
-    slow = np.array([[slow_average_precision(row, c) for c in range(7)] for row in neighbor_labels])
+    fast = per_class_average_precision(neighbor_labels, 7, chunk_size=10,
+                                       normalization=normalization)
+    slow = np.array([[slow_average_precision(row, c, normalization) for c in range(7)]
+                     for row in neighbor_labels])
     np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
     assert np.all(fast[:, 6] == 0)  # a class never retrieved
 
 
 def test_average_precision_rewards_the_class_holding_the_top_ranks():
-    ap = per_class_average_precision(np.array([[0, 0, 1, 1, 2]]), 3)[0]
+    ap = per_class_average_precision(np.array([[0, 0, 1, 1, 2]]), 3, normalization="hits")[0]
     np.testing.assert_allclose(ap, [1.0, (1 / 3 + 2 / 4) / 2, 1 / 5], rtol=1e-6)
+    ap = per_class_average_precision(np.array([[0, 0, 1, 1, 2]]), 3)[0]
+    np.testing.assert_allclose(ap, [2 / 5, (1 / 3 + 2 / 4) / 5, 1 / 25], rtol=1e-6)
+
+
+def test_one_rank_one_neighbour_never_outweighs_49_neighbours_below_it():
+    """One neighbour of class 1 at rank 1, 49 of class 0 at ranks 2-50: class 0 has more and
+    nearly as high-ranked evidence, so its soft label must be the larger under the default."""
+    row = np.array([[1] + [0] * 49])
+    listwise = per_class_average_precision(row, 2)[0]
+    assert listwise[0] > 0.9 and listwise[1] == pytest.approx(1 / 50)
+    hitwise = per_class_average_precision(row, 2, normalization="hits")[0]
+    assert hitwise[1] == 1.0 and hitwise[0] < hitwise[1]  # the textbook AP prefers the one vote
+    # Monotone: one more class-1 neighbour, or class 1's neighbour moved up, raises AP_1.
+    more = per_class_average_precision(np.array([[1, 1] + [0] * 48]), 2)[0]
+    later = per_class_average_precision(np.array([[0, 1] + [0] * 48]), 2)[0]
+    assert more[1] > listwise[1] > later[1]
 
 
 def test_faiss_and_torch_backends_agree():

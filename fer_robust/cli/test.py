@@ -41,6 +41,7 @@ def main(argv=None) -> dict:
         from fer_robust.engine.evaluation import (classification_metrics, predict_logits,
                                                   save_confusion_png)
         from fer_robust.engine.inference import load_trained_model
+        from fer_robust.engine.protocol import selection_record
         from fer_robust.utils import atomic_write_json
 
         overrides = [f"data.root={args.data_root}"] if args.data_root else []
@@ -58,14 +59,16 @@ def main(argv=None) -> dict:
                                            desc=f"test {args.split}")
         result = classification_metrics(logits, labels, class_names)
         result.update({"split": args.split, "checkpoint": str(args.checkpoint), "tta": args.tta,
-                       "dataset": cfg.data.name, "data_root": cfg.data.root})
+                       "dataset": cfg.data.name, "data_root": cfg.data.root,
+                       **selection_record(cfg.data.protocol, run_dir)})
         out = args.out or (run_dir / f"eval_{args.split}.json")
         if accelerator.is_main_process:
             atomic_write_json(out, result)
             save_confusion_png(result["confusion_matrix"], class_names, out.with_suffix(".png"),
                                title=f"{cfg.data.name} {args.split}: acc {result['accuracy']:.4f}")
             print(json.dumps({k: result[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1",
-                                                     "num_samples")}))
+                                                     "num_samples", "protocol")}))
+            print(f"model selection: {result['model_selection']}")
             print(f"wrote {out} and {out.with_suffix('.png')}")
         return result
 

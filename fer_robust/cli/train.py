@@ -49,9 +49,12 @@ def main(argv=None) -> dict:
         from fer_robust.engine.trainer import Trainer
         trainer = Trainer(cfg, resume=args.resume is not None, cpu=args.cpu).setup()
         record = trainer.fit(stop_after_epoch=args.stop_after_epoch)
-        trainer.accelerator.print(
-            f"best val accuracy {trainer.best['val_accuracy']:.4f} at epoch {trainer.best['epoch']}; "
-            f"run saved in {trainer.run_dir}")
+        if trainer.best["epoch"] >= 0:
+            kept = (f"best val accuracy {trainer.best['val_accuracy']:.4f} at epoch "
+                    f"{trainer.best['epoch']}")
+        else:
+            kept = "no validation split: last epoch kept (last_model.safetensors)"
+        trainer.accelerator.print(f"{kept}; run saved in {trainer.run_dir}")
         return record
 
 

@@ -35,7 +35,13 @@ def read_split(data_cfg: "DataConfig", split: str) -> FERDataset:
     if not data_cfg.root:
         raise ValueError(f"data.root is empty: set it to the folder holding the {name} dataset "
                          "(see data/README.md for each benchmark's layout)")
-    carve_args = dict(val_fraction=data_cfg.val_fraction, split_seed=data_cfg.split_seed)
+    if data_cfg.protocol == "full_train":
+        if split == "val":
+            raise ValueError("data.protocol=full_train has no validation split: the whole training "
+                             "split trains and the last epoch is kept")
+        carve_args = dict(val_fraction=0.0, split_seed=data_cfg.split_seed)  # train keeps every row
+    else:
+        carve_args = dict(val_fraction=data_cfg.val_fraction, split_seed=data_cfg.split_seed)
     common = dict(skip_unreadable=data_cfg.skip_unreadable)
     if name == "ferplus":
         from fer_robust.data.ferplus import read_ferplus

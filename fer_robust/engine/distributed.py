@@ -6,6 +6,7 @@ The trainer, the per-sample pass and the tools call these helpers instead of tou
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,14 @@ def build_accelerator(mixed_precision: str = "no", grad_accum_steps: int = 1,
     # A stage may leave parts of the model without gradients (the local head when local_ce has no
     # weight, the MIM decoder when mim is off); DDP must then be told to expect unused parameters.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps,
-                       project_config=project, log_with=log_with, cpu=cpu, kwargs_handlers=[ddp])
+    accelerator = Accelerator(mixed_precision=mixed_precision,
+                              gradient_accumulation_steps=grad_accum_steps, project_config=project,
+                              log_with=log_with, cpu=cpu, kwargs_handlers=[ddp])
+    if mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # accelerate has no fp16 autocast or gradient scaler on the CPU and quietly runs fp32.
+        warnings.warn("mixed_precision=fp16 needs a GPU: on the CPU this run trains in fp32 "
+                      "(use mixed_precision=bf16 for CPU autocast)", UserWarning, stacklevel=2)
+    return accelerator
 
 
 @torch.no_grad()

@@ -49,7 +49,7 @@ def load_trained_model(path: str | Path, overrides: list[str] | None = None
         raise CheckpointError(f"{classes_file} is missing")
     class_names = json.loads(classes_file.read_text())
     # The trained weights replace any pretrained ones: never fetch or read those again.
-    model_cfg = dataclasses.replace(cfg.model, pretrained=False, pretrained_file="")
+    model_cfg = dataclasses.replace(cfg.model, pretrained=False, pretrained_file="none")
     model = build_model(model_cfg, len(class_names), cfg.data.img_size)
     load_model_weights(model, weights)
     model.eval()

@@ -32,6 +32,7 @@ from fer_robust.data.transforms import build_transform
 from fer_robust.engine.checkpoint import CheckpointError, CheckpointManager, save_model_weights
 from fer_robust.engine.distributed import build_accelerator
 from fer_robust.engine.evaluation import classification_metrics, predict_logits
+from fer_robust.engine.protocol import has_validation, protocol_banner, selection_record
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, build_stage
@@ -52,10 +53,13 @@ class RunDirError(RuntimeError):
     """The run directory already holds a run (and ``--resume`` was not given), or lacks one."""
 
 
-def load_datasets(cfg: Config) -> tuple[FERDataset, FERDataset]:
-    """(train with train transforms, val) for a config."""
+def load_datasets(cfg: Config) -> tuple[FERDataset, FERDataset | None]:
+    """(train with train transforms, val) for a config; val is None under a protocol without a
+    validation split (``data.protocol=full_train``)."""
     train = build_dataset(cfg.data, "train", build_transform(cfg.data, train=True))
-    val = build_dataset(cfg.data, "val", build_transform(cfg.data, train=False))
+    val = None
+    if has_validation(cfg.data.protocol):
+        val = build_dataset(cfg.data, "val", build_transform(cfg.data, train=False))
     return train, val
 
 
@@ -90,6 +94,26 @@ def classified_mask(out: dict, batch_size: int, classify_masked: bool) -> torch.
     if "mim_index" in out and not classify_masked:
         keep[out["mim_index"]] = False
     return keep
+
+
+def _fit_figures(counts: torch.Tensor, noise_known: bool, prefix: str = "") -> dict[str, float]:
+    """How closely the model fits the labels it is given, from summed counts ``[agree, images,
+    changed, changed and predicted as given]``:
+
+    - ``train_accuracy_given``: share of training images predicted as their given label;
+    - ``memorised_share`` (when the true labels are known): share of the changed-label images
+      predicted as their wrong given label. Plain cross-entropy drives it towards 1 as it memorises
+      the noise; a noise-robust method keeps it low.
+
+    Per epoch they are counted on the epoch's augmented training batches as they are trained (like
+    a training top-1, at no extra cost); after the last epoch :meth:`Trainer.final_fit_figures`
+    measures them once in eval mode on un-augmented images (``final_`` prefix).
+    """
+    c = counts.double().cpu().tolist()
+    out = {f"{prefix}train_accuracy_given": c[0] / max(c[1], 1.0)}
+    if noise_known:
+        out[f"{prefix}memorised_share"] = c[3] / max(c[2], 1.0)
+    return out
 
 
 class Trainer:
@@ -135,10 +159,13 @@ class Trainer:
                                           self.sampler)
         pass_loader = build_eval_loader(self.train_eval_set, cfg.optim.eval_batch_size,
                                         cfg.data.num_workers)
-        val_loader = build_eval_loader(self.val_set, cfg.optim.eval_batch_size, cfg.data.num_workers)
+        val_loader = (build_eval_loader(self.val_set, cfg.optim.eval_batch_size, cfg.data.num_workers)
+                      if self.val_set is not None else None)
 
         self.model = build_model(cfg.model, self.num_classes, cfg.data.img_size)
         self.embed_dim = self.model.embed_dim
+        # Where the initial weights came from, printed first and kept in the first metrics record.
+        self.pretrained_source = self.model.backbone.pretrained_source
         optimizer = create_optimizer_v2(self.model, opt=cfg.optim.opt, lr=cfg.optim.lr,
                                         weight_decay=cfg.optim.weight_decay,
                                         momentum=cfg.optim.momentum)
@@ -152,8 +179,9 @@ class Trainer:
                                                    cfg.robust.dcl).to(self.device)
         self.loss_history = LossHistory(len(self.train_set), cfg.robust.split.loss_window)
 
-        (self.model, self.optimizer, self.train_loader, self.pass_loader,
-         self.val_loader) = acc.prepare(self.model, optimizer, train_loader, pass_loader, val_loader)
+        (self.model, self.optimizer, self.train_loader,
+         self.pass_loader) = acc.prepare(self.model, optimizer, train_loader, pass_loader)
+        self.val_loader = acc.prepare(val_loader) if val_loader is not None else None
         # timm schedulers are stepped by us per optimiser update (not prepared: accelerate would
         # step them once per process and drop step_update).
         updates_per_epoch = max(len(self.train_loader) // cfg.optim.grad_accum_steps, 1)
@@ -175,6 +203,8 @@ class Trainer:
                                   true_labels, self.train_set.targets != true_labels)
         if cfg.log_tensorboard:
             acc.init_trackers("tensorboard")
+        acc.print(f"initial weights: {self.pretrained_source}")
+        acc.print(protocol_banner(cfg.data.protocol))
         acc.wait_for_everyone()
         return self
 
@@ -256,13 +286,16 @@ class Trainer:
             train_metrics = self.train_one_epoch(epoch, stage)
             val = self.evaluate()
             seconds = time.perf_counter() - t0
+            val_metrics = {} if val is None else {
+                "val_accuracy": val["accuracy"], "val_mean_class_accuracy": val["mean_class_accuracy"],
+                "val_macro_f1": val["macro_f1"]}
             record = {"epoch": epoch, "stage": stage.name, "kind": stage.kind,
-                      "lr": self.optimizer.param_groups[0]["lr"], **train_metrics,
-                      "val_accuracy": val["accuracy"],
-                      "val_mean_class_accuracy": val["mean_class_accuracy"],
-                      "val_macro_f1": val["macro_f1"], **robust_metrics,
-                      "epoch_seconds": seconds}
-            if val["accuracy"] > self.best["val_accuracy"]:
+                      "lr": self.optimizer.param_groups[0]["lr"], **train_metrics, **val_metrics,
+                      **robust_metrics, "epoch_seconds": seconds,
+                      **selection_record(self.cfg.data.protocol)}
+            if epoch == 0:
+                record["pretrained"] = self.pretrained_source
+            if val is not None and val["accuracy"] > self.best["val_accuracy"]:
                 self.best = {"epoch": epoch, "val_accuracy": val["accuracy"],
                              "val_mean_class_accuracy": val["mean_class_accuracy"]}
                 if self.is_main:
@@ -284,11 +317,30 @@ class Trainer:
                 if end_training:
                     self.accelerator.end_training()
                 return record
+        if self.total_epochs > 0 and self.start_epoch < self.total_epochs:
+            # The last epoch's fit of the given labels, in eval mode on un-augmented images.
+            record.update(self.final_fit_figures())
+            if self.is_main:
+                atomic_write_json(self.run_dir / "final_fit.json",
+                                  {k: v for k, v in record.items() if k.startswith("final_")})
         if self.is_main and self.total_epochs > 0:
             save_model_weights(self.accelerator.unwrap_model(self.model),
                                self.run_dir / "last_model.safetensors")
         self.accelerator.end_training()
         return record
+
+    def final_fit_figures(self) -> dict[str, float]:
+        """``final_train_accuracy_given`` and ``final_memorised_share`` (see :func:`_fit_figures`)
+        of the current model, from one eval-mode pass over the training split."""
+        logits, labels, index = predict_logits(self.model, self.pass_loader, self.accelerator,
+                                               progress=self.cfg.progress_bar)
+        agree = logits.argmax(1) == labels
+        changed = self.sample_state.changed_mask
+        counts = [agree.sum(), len(agree), 0, 0]
+        if changed is not None:
+            counts[2:] = [changed[index].sum(), (agree & changed[index]).sum()]
+        return _fit_figures(torch.tensor(np.asarray(counts, np.float64)), changed is not None,
+                            prefix="final_")
 
     def _print_epoch(self, r: dict) -> None:
         extra = ""
@@ -298,15 +350,19 @@ class Trainer:
             extra += f" split-F1 {r['split_f1']:.3f}"
         if "relabel_accuracy" in r:
             extra += f" relabel-acc {r['relabel_accuracy']:.3f}"
+        val = f" val-acc {r['val_accuracy']:.4f}" if "val_accuracy" in r else ""
         self.accelerator.print(
-            f"epoch {r['epoch']:3d} [{r['stage']}] loss {r['loss']:.4f} "
-            f"val-acc {r['val_accuracy']:.4f}{extra} ({r['epoch_seconds']:.1f}s)")
+            f"epoch {r['epoch']:3d} [{r['stage']}] loss {r['loss']:.4f}"
+            f"{val}{extra} ({r['epoch_seconds']:.1f}s)")
 
     def run_sample_pass(self) -> SamplePassResult:
         return per_sample_pass(self.model, self.pass_loader, self.accelerator, len(self.train_set),
                                self.num_classes, self.embed_dim, progress=self.cfg.progress_bar)
 
-    def evaluate(self) -> dict:
+    def evaluate(self) -> dict | None:
+        """Validation metrics, or None under a protocol without a validation split."""
+        if self.val_loader is None:
+            return None
         logits, labels, _ = predict_logits(self.model, self.val_loader, self.accelerator,
                                            progress=self.cfg.progress_bar)
         return classification_metrics(logits, labels, self.class_names)
@@ -367,6 +423,10 @@ class Trainer:
         use_mim = stage.weight("mim") > 0 and cfg.model.arch == "two_branch" and cfg.model.mim.enabled
         sums: dict[str, float] = {}
         steps = 0
+        # [agree with the given label, images, changed-label images, changed ones predicted as
+        # their wrong given label]: memorisation as the model trains (see _fit_figures).
+        fit_counts = torch.zeros(4, dtype=torch.float64, device=self.device)
+        changed = self.sample_state.changed_mask
         bar = tqdm(self.train_loader, desc=f"epoch {epoch} [{stage.name}]", leave=False,
                    disable=not (cfg.progress_bar and acc.is_local_main_process))
         for step, (images, labels, index) in enumerate(bar):
@@ -390,6 +450,14 @@ class Trainer:
                 self._update_dcl_memory(out["embedding"], labels, index,
                                         classified_mask(out, len(labels),
                                                         cfg.model.mim.classify_masked))
+            with torch.no_grad():
+                agree = out["logits"].argmax(1) == labels
+                fit_counts[0] += agree.sum()
+                fit_counts[1] += len(labels)
+                if changed is not None:
+                    batch_changed = torch.from_numpy(changed[index.cpu().numpy()]).to(agree.device)
+                    fit_counts[2] += batch_changed.sum()
+                    fit_counts[3] += (agree & batch_changed).sum()
             steps += 1
             sums["loss"] = sums.get("loss", 0.0) + loss.item()
             for name, value in terms.items():
@@ -402,7 +470,8 @@ class Trainer:
         names = sorted(sums)
         means = acc.reduce(torch.tensor([sums[n] / steps for n in names], device=self.device),
                            reduction="mean")
-        return {("loss" if n == "loss" else f"loss_{n}"): float(v) for n, v in zip(names, means)}
+        record = {("loss" if n == "loss" else f"loss_{n}"): float(v) for n, v in zip(names, means)}
+        return {**record, **_fit_figures(acc.reduce(fit_counts, reduction="sum"), changed is not None)}
 
     @torch.no_grad()
     def _update_dcl_memory(self, embedding: torch.Tensor, labels: torch.Tensor,

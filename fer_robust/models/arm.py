@@ -112,9 +112,11 @@ class AmendRepresentationModule(nn.Module):
         if self.training:
             affinity = x.mean(dim=(0, 1))                          # (o_h, o_w), shared by the batch
             with torch.no_grad():
-                self.running_affinity.lerp_(affinity.detach(), self.momentum)
+                # Under autocast the batch value is bf16/fp16; the estimate stays fp32.
+                self.running_affinity.lerp_(affinity.detach().to(self.running_affinity.dtype),
+                                            self.momentum)
         else:
-            affinity = self.running_affinity
+            affinity = self.running_affinity.to(x.dtype)
         return (amended + self.alpha * affinity).flatten(1)       # (N, o_h o_w)
 
     def extra_repr(self) -> str:

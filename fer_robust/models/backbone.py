@@ -11,7 +11,7 @@ import timm
 import torch
 from torch import nn
 
-from fer_robust.models.weights import LoadReport, load_pretrained_file
+from fer_robust.models.weights import LoadReport, load_pretrained_file, resolve_pretrained_file
 
 __all__ = ["Backbone", "create_backbone"]
 
@@ -29,22 +29,35 @@ class Backbone(nn.Module):
     Args:
         name: timm model name, e.g. ``'resnet18'``, ``'convnext_atto'``, ``'vit_small_patch16_224'``.
         img_size: training/eval input side in pixels.
+        output_stride: input pixels per cell of the final map (32 as built; 16 or 8 dilate the last
+            stages, for small inputs whose map would otherwise be 2x2 or smaller).
         pretrained: load timm's own pretrained weights (needs the network or a local HF cache).
         pretrained_file: local weight file loaded with :func:`load_pretrained_file` (offline);
-            takes precedence over ``pretrained``.
+            takes precedence over ``pretrained``. ``''`` or ``'none'`` (any case): no file.
+        allow_pickle: let :func:`load_pretrained_file` unpickle the file (``.pkl`` such as
+            VGGFace2's, or a torch file ``weights_only=True`` refuses); only for trusted files.
 
     Attributes:
         num_features: channels ``C`` of the map.
         feature_size: ``(h, w)`` of the map for ``img_size`` inputs.
         img_size: the input side the geometry was computed for.
         load_report: the :class:`LoadReport` when ``pretrained_file`` was given, else None.
+        pretrained_source: where the initial weights came from, one line for the run's records:
+            ``'none (trained from scratch)'``, ``'timm:<model>.<tag>'`` or
+            ``'file:<path> (<loaded>/<total> tensors, format <fmt>)'``.
     """
 
     def __init__(self, name: str, img_size: int, pretrained: bool = False,
-                 pretrained_file: str = "") -> None:
+                 pretrained_file: str = "", allow_pickle: bool = False,
+                 output_stride: int = 32) -> None:
         super().__init__()
+        pretrained_file = resolve_pretrained_file(pretrained_file)
         use_timm_weights = pretrained and not pretrained_file
         kwargs = dict(pretrained=use_timm_weights, num_classes=0, global_pool="")
+        if output_stride != 32:
+            # timm dilates the last stage(s) instead of striding (ResNets, ConvNeXt, ...): same
+            # weights, a larger final map (48 px at stride 16: 3x3 instead of 2x2).
+            kwargs["output_stride"] = output_stride
         try:
             # Token models need the input size at build time (position embeddings, patch grid).
             self.model = timm.create_model(name, img_size=img_size, **kwargs)
@@ -55,8 +68,15 @@ class Backbone(nn.Module):
         self.num_features: int = int(self.model.num_features)
         self.num_prefix_tokens: int = int(getattr(self.model, "num_prefix_tokens", 0))
         self.load_report: LoadReport | None = None
+        self.pretrained_source = "none (trained from scratch)"
         if pretrained_file:
-            self.load_report = load_pretrained_file(self.model, pretrained_file)
+            self.load_report = load_pretrained_file(self.model, pretrained_file,
+                                                    allow_pickle=allow_pickle)
+            self.pretrained_source = self.load_report.describe()
+        elif use_timm_weights:
+            cfg = getattr(self.model, "pretrained_cfg", None) or {}
+            tag = f".{cfg['tag']}" if cfg.get("tag") else ""
+            self.pretrained_source = f"timm:{cfg.get('architecture', name)}{tag}"
         self.feature_size: tuple[int, int] = self.feature_size_for(img_size)
         self._freeze_unused_parameters()
 
@@ -120,6 +140,7 @@ class Backbone(nn.Module):
 
 
 def create_backbone(name: str, img_size: int, pretrained: bool = False,
-                    pretrained_file: str = "") -> Backbone:
+                    pretrained_file: str = "", allow_pickle: bool = False) -> Backbone:
     """Build a :class:`Backbone` (see its arguments)."""
-    return Backbone(name, img_size, pretrained=pretrained, pretrained_file=pretrained_file)
+    return Backbone(name, img_size, pretrained=pretrained, pretrained_file=pretrained_file,
+                    allow_pickle=allow_pickle)

@@ -43,7 +43,8 @@ class _BackboneNet(nn.Module):
         self.num_classes = num_classes
         self.img_size = img_size
         self.backbone = Backbone(cfg.backbone, img_size, pretrained=cfg.pretrained,
-                                 pretrained_file=cfg.pretrained_file)
+                                 pretrained_file=cfg.pretrained_file,
+                                 allow_pickle=cfg.allow_pickle, output_stride=cfg.output_stride)
 
     @property
     def data_config(self) -> dict:

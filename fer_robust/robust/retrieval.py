@@ -5,8 +5,8 @@ Steps (shapes for Q queries = noisy samples, G gallery = clean samples, K neighb
 1. :func:`knn_search` — cosine top-K of each query among the gallery: ``scores, ids`` (Q, K).
 2. ``gallery_labels[ids]`` — the neighbours' (given) labels: (Q, K).
 3. :func:`per_class_average_precision` — for each class c, the average precision of the ranked list
-   with class-c neighbours as the relevant items: (Q, C). A class that holds the top ranks scores
-   high even with fewer neighbours than a class scattered further down the list.
+   with class-c neighbours as the relevant items: (Q, C), normalised by the list length so that
+   more and higher-ranked neighbours of a class always weigh more (see the function).
 4. :func:`retrieval_soft_labels` — normalise the APs to sum 1 (e.g. ``[0.6, 0.4, 0.0]``), optionally
    sharpen, and take the argmax as the new hard label.
 """
@@ -176,14 +176,25 @@ def knn_search(queries: np.ndarray | torch.Tensor, gallery: np.ndarray | torch.T
 
 
 def per_class_average_precision(neighbor_labels: np.ndarray, num_classes: int,
-                                chunk_size: int = 4096) -> np.ndarray:
+                                chunk_size: int = 4096, normalization: str = "list") -> np.ndarray:
     """Average precision of each class in each query's ranked neighbour list, vectorised.
 
     For query q with ranked neighbour labels ``y_1..y_K`` and class c::
 
-        AP_c = (1 / R_c) * sum_{k : y_k = c} precision_c@k,   precision_c@k = #{j <= k : y_j = c} / k
+        AP_c = (1 / N_c) * sum_{k : y_k = c} precision_c@k,   precision_c@k = #{j <= k : y_j = c} / k
 
-    with ``R_c = #{k : y_k = c}`` (``AP_c = 0`` when ``R_c = 0``). Computed from a one-hot tensor, its
+    DR-FER only says "per-class AP of the ranking"; the normaliser ``N_c`` is a choice
+    (``robust.relabel.ap_normalization``):
+
+    - ``"list"`` (default): ``N_c = K``, the list length. ``AP_c`` is then the AP the class would
+      have relative to a list made of it alone, so every extra class-c neighbour and every rank a
+      class-c neighbour moves up raises ``AP_c``: one neighbour at rank 1 of K=50 scores 0.02, 49
+      neighbours at ranks 2-50 score 0.91, and the soft label follows the evidence.
+    - ``"hits"``: ``N_c = R_c = #{k : y_k = c}``, the textbook AP of a retrieval with R_c relevant
+      items. It measures only how early class c's hits come, not how many there are: the single
+      rank-1 neighbour above scores 1.0 and outweighs the 49 others (0.92).
+
+    ``AP_c = 0`` when class c is absent from the list. Computed from a one-hot tensor, its
     cumulative sum along K, and a product with ``1/k``; no loop over queries. The one-hot is laid
     out (Q, C, K) so the cumulative sum runs along contiguous memory (several times faster than
     along the middle axis of (Q, K, C)). Queries go ``chunk_size`` at a time, bounding memory at
@@ -200,6 +211,8 @@ def per_class_average_precision(neighbor_labels: np.ndarray, num_classes: int,
     neighbor_labels = np.asarray(neighbor_labels)
     num_queries, num_neighbors = neighbor_labels.shape
     out = np.zeros((num_queries, num_classes), np.float32)
+    if normalization not in ("list", "hits"):
+        raise ValueError(f"normalization must be 'list' or 'hits', got {normalization!r}")
     if num_neighbors == 0:
         return out
     inv_rank = 1.0 / np.arange(1, num_neighbors + 1, dtype=np.float32)            # 1/k, (K,)
@@ -210,8 +223,11 @@ def per_class_average_precision(neighbor_labels: np.ndarray, num_classes: int,
         hits_so_far = np.cumsum(one_hot, axis=2, dtype=np.float32)                 # (q, C, K)
         hits_so_far *= one_hot                                                     # only at class-c ranks
         precision_sum = hits_so_far @ inv_rank                                     # (q, C)
-        relevant = np.count_nonzero(one_hot, axis=2)                               # R_c, (q, C)
-        out[start:start + chunk_size] = precision_sum / np.maximum(relevant, 1)
+        if normalization == "hits":
+            norm = np.maximum(np.count_nonzero(one_hot, axis=2), 1)                # R_c, (q, C)
+        else:
+            norm = num_neighbors
+        out[start:start + chunk_size] = precision_sum / norm
     return out
 
 
@@ -268,7 +284,8 @@ def retrieval_soft_labels(query_emb: np.ndarray | torch.Tensor, gallery_emb: np.
                              nlist=cfg.nlist, nprobe=cfg.nprobe, exclude_self=exclude_self)
     gallery_labels = np.asarray(gallery_labels).reshape(-1)
     neighbor_labels = np.where(ids >= 0, gallery_labels[np.maximum(ids, 0)], -1)  # (Q, K)
-    ap = per_class_average_precision(neighbor_labels, num_classes)                # (Q, C)
+    ap = per_class_average_precision(neighbor_labels, num_classes,
+                                     normalization=cfg.ap_normalization)          # (Q, C)
     total = ap.sum(1, keepdims=True)
     soft = np.where(total > 0, ap / np.maximum(total, 1e-12), 1.0 / num_classes).astype(np.float32)
     soft = sharpen(soft, cfg.sharpen)
