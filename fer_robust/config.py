@@ -115,9 +115,10 @@ class ARMConfig:
 
 @dataclass
 class ModelConfig:
-    """The network: 'two_branch' (local + global branches, MIM head, ARM pooling) or the
-    'baseline' control (backbone + global average pooling + linear)."""
-    arch: Literal["two_branch", "baseline"] = "two_branch"
+    """The network: 'two_branch' (local + global branches, MIM head, ARM pooling), the
+    'baseline' control (backbone + global average pooling + linear), or 'arm' (ARM's own
+    single-branch network: backbone + ARM + linear)."""
+    arch: Literal["two_branch", "baseline", "arm"] = "two_branch"
     backbone: str = "resnet18"
     pretrained: bool = False
     # Local weight file, loaded offline: a timm/torchvision state dict, an MS-Celeb-1M checkpoint
@@ -154,6 +155,10 @@ class OptimConfig:
     weight_decay: float = 0.05
     momentum: float = 0.9
     sched: str = "cosine"
+    # For sched 'step' (and 'multistep'): multiply the lr by decay_rate every decay_epochs epochs
+    # (ARM's exponential decay is step with decay_epochs 1, decay_rate 0.9).
+    decay_epochs: float = 1.0
+    decay_rate: float = 0.1
     warmup_epochs: int = 1
     min_lr: float = 1e-6
     batch_size: int = 64

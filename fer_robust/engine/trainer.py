@@ -188,6 +188,7 @@ class Trainer:
         self.scheduler, _ = create_scheduler_v2(
             optimizer, sched=cfg.optim.sched, num_epochs=self.total_epochs,
             warmup_epochs=cfg.optim.warmup_epochs, min_lr=cfg.optim.min_lr,
+            decay_epochs=cfg.optim.decay_epochs, decay_rate=cfg.optim.decay_rate,
             step_on_epochs=False, updates_per_epoch=updates_per_epoch)
 
         self.checkpoints = CheckpointManager(self.run_dir, acc)
@@ -295,6 +296,8 @@ class Trainer:
                       **selection_record(self.cfg.data.protocol)}
             if epoch == 0:
                 record["pretrained"] = self.pretrained_source
+            if self.device.type == "cuda":
+                record["peak_memory_mib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
             if val is not None and val["accuracy"] > self.best["val_accuracy"]:
                 self.best = {"epoch": epoch, "val_accuracy": val["accuracy"],
                              "val_mean_class_accuracy": val["mean_class_accuracy"]}

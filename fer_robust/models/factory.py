@@ -10,7 +10,7 @@ from typing import Callable
 from torch import nn
 
 from fer_robust.config import ModelConfig
-from fer_robust.models.network import BaselineFER, TwoBranchFER
+from fer_robust.models.network import ARMFER, BaselineFER, TwoBranchFER
 
 __all__ = ["register_model", "build_model", "list_models"]
 
@@ -41,6 +41,11 @@ def _two_branch(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
 @register_model("baseline")
 def _baseline(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
     return BaselineFER(cfg, num_classes, img_size)
+
+
+@register_model("arm")
+def _arm(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
+    return ARMFER(cfg, num_classes, img_size)
 
 
 def build_model(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:

@@ -169,3 +169,32 @@ class BaselineFER(_BackboneNet):
         """``(N, 3, H, W)`` -> ``{'logits': (N, K), 'embedding': (N, C)}``; ``mim`` is ignored."""
         pooled = self.forward_head(self.forward_features(x), pre_logits=True)
         return {"logits": self.head(self.drop(pooled)), "embedding": F.normalize(pooled, dim=1)}
+
+
+class ARMFER(_BackboneNet):
+    """ARM's own network (Shi & Zhu): backbone -> Amend Representation Module -> dropout -> linear.
+
+    The single-branch model of ARM's released code, for reproducing its figures
+    (``configs/arm_rafdb.yaml``). ``forward(x, mim=...)`` accepts the flag like the others and
+    ignores it. The embedding is the l2-normalised ARM vector.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, img_size: int) -> None:
+        super().__init__(cfg, num_classes, img_size)
+        self.global_branch = GlobalBranch(
+            self.backbone.num_features, self.backbone.feature_size, num_classes, pooling="arm",
+            drop_rate=cfg.drop_rate, arm_momentum=cfg.arm.momentum,
+            affinity_weight=cfg.arm.affinity_weight,
+            learn_affinity_weight=cfg.arm.learn_affinity_weight)
+        self.embed_dim = self.global_branch.out_dim
+
+    def forward_head(self, feat: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Map -> logits ``(N, num_classes)``, or the ARM vector ``(N, D)`` if ``pre_logits``."""
+        if pre_logits:
+            return self.global_branch.pool_features(feat)
+        return self.global_branch(feat)[1]
+
+    def forward(self, x: torch.Tensor, mim: bool = False) -> dict[str, torch.Tensor]:
+        """``(N, 3, H, W)`` -> ``{'logits': (N, K), 'embedding': (N, D)}``; ``mim`` is ignored."""
+        pooled, logits = self.global_branch(self.forward_features(x))
+        return {"logits": logits, "embedding": F.normalize(pooled, dim=1)}
