@@ -24,7 +24,7 @@ from typing import Callable
 from fer_robust.config import (Config, ConfigError, StageConfig, config_to_dict, load_config,
                                validate)
 
-__all__ = ["SETTINGS", "SIZES", "ABLATIONS", "RunSpec", "build_run_config", "plan_runs"]
+__all__ = ["SETTINGS", "SIZES", "ABLATIONS", "VARIANTS", "RunSpec", "build_run_config", "plan_runs"]
 
 # Label settings: overrides of ``data.noise``.
 SETTINGS: dict[str, list[str]] = {
@@ -117,17 +117,25 @@ class RunSpec:
         return f"{self.setting}-{self.variant}"
 
 
-def plan_runs(settings: list[str], ablations: list[str]) -> list[RunSpec]:
-    """Baseline and full system per setting (then the ablations), in the given setting order."""
+#: Model variants every setting can train (``--variants``), besides the ablations.
+VARIANTS: tuple[str, ...] = ("baseline", "full")
+
+
+def plan_runs(settings: list[str], ablations: list[str],
+              variants: list[str] | tuple[str, ...] = VARIANTS) -> list[RunSpec]:
+    """The chosen variants (default: baseline and full system) of every setting, then the
+    ablations; variant by variant across the settings, so that e.g. every baseline trains first."""
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown}; known: {list(SETTINGS)}")
     bad = [a for a in ablations if a not in ABLATIONS]
     if bad:
         raise ConfigError(f"unknown ablation(s) {bad}; known: {list(ABLATIONS)}")
-    runs = []
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ConfigError(f"unknown variant(s) {bad}; known: {list(VARIANTS)}")
+    runs = [RunSpec(setting, v) for v in variants for setting in settings]
     for setting in settings:
-        runs += [RunSpec(setting, "baseline"), RunSpec(setting, "full")]
         runs += [RunSpec(setting, f"no_{a}") for a in ablations]
     return runs
 

@@ -8,7 +8,10 @@ recomputed at any time from the files. :func:`compare` derives the targets of th
 Definitions (the positive class is "noisy" = the given label differs from the majority label):
 
 - ``val_accuracy``: the last epoch's validation accuracy (the model the run ends with; no selection
-  on validation), ``best_val_accuracy`` beside it for reference.
+  on validation), ``best_val_accuracy`` and ``best_epoch`` beside it for reference.
+- ``train_accuracy_given``: share of the training split predicted as its given label, and
+  ``memorised_share``: share of the changed-label training images predicted as their wrong given
+  label; both from the eval-mode pass after the last epoch (``final_fit.json``).
 - ``split_*``: precision / recall / F1 / ROC-AUC of the last GMM split at finding changed labels.
 - ``relabel_top1``: share of relabelled samples whose soft label's argmax is the majority label;
   ``relabel_top1_changed``: the same over relabelled samples whose given label was changed.
@@ -36,7 +39,7 @@ import numpy as np
 from fer_robust.config import ConfigError
 from fer_robust.robust.metrics import noise_detection_metrics, total_variation_distance
 
-__all__ = ["summarize_run", "compare", "render_markdown", "TARGETS"]
+__all__ = ["summarize_run", "compare", "render_markdown", "plot_setting_curves", "TARGETS"]
 
 
 
@@ -83,15 +86,22 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
         raise FileNotFoundError(f"{run_dir / 'metrics.jsonl'} holds no epoch")
     seconds = [r["epoch_seconds"] for r in records]
     robust_seconds = [r["epoch_seconds"] for r in records if r["kind"] != "warmup"]
+    best = max(records, key=lambda r: r["val_accuracy"])
     out: dict = {
         "epochs": len(records),
         "val_accuracy": records[-1]["val_accuracy"],
         "val_mean_class_accuracy": records[-1]["val_mean_class_accuracy"],
-        "best_val_accuracy": max(r["val_accuracy"] for r in records),
+        "best_val_accuracy": best["val_accuracy"],
+        "best_epoch": best["epoch"],
         "seconds_per_epoch": float(np.mean(seconds)),
         "seconds_per_robust_epoch": float(np.mean(robust_seconds)) if robust_seconds else None,
         "train_seconds": float(np.sum(seconds)),
     }
+    final_fit = run_dir / "final_fit.json"
+    if final_fit.is_file():
+        fit = json.loads(final_fit.read_text())
+        out["train_accuracy_given"] = fit.get("final_train_accuracy_given")
+        out["memorised_share"] = fit.get("final_memorised_share")
     n, c = len(given_labels), num_classes
     for name, arr in (("true labels", true_labels), ("votes", votes)):
         if arr is not None and len(arr) != n:
@@ -132,17 +142,19 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
 
 
 # (setting, what, target) rows of the benchmark's acceptance targets; see :func:`compare`.
+# The margins compare the full system's last epoch with the baseline's last (``margin_over_baseline``)
+# and best (``margin_over_baseline_best``) epochs; the time ratio compares mean epoch times.
 TARGETS = [
-    ("sym30", "damage_recovered", 0.75),
-    ("sym30", "margin_over_baseline", 0.03),
-    ("annotator", "damage_recovered", 0.50),
-    ("annotator", "margin_over_baseline", 0.015),
-    ("clean", "margin_over_baseline", 0.0),
+    ("sym30", "margin_over_baseline", 0.07),
+    ("sym30", "margin_over_baseline_best", 0.02),
+    ("annotator", "margin_over_baseline", 0.02),
+    ("clean", "margin_over_baseline", -0.003),
     ("sym30", "split_f1", 0.85),
-    ("sym30", "relabel_top1", 0.70),
-    ("annotator", "tv_soft_below_given", 0.0),
+    ("sym30", "relabel_top1", 0.75),
+    ("clean", "tv_soft_below_given", 0.0),
     ("sym30", "tv_soft_below_given", 0.0),
-    ("*", "epoch_time_ratio", 1.6),
+    ("annotator", "tv_soft_below_given", 0.0),
+    ("*", "epoch_time_ratio_mean", 1.5),
 ]
 
 
@@ -165,8 +177,11 @@ def compare(results: dict) -> dict:
     base_clean = _get(results, "clean", "baseline", "val_accuracy")
     for s in settings:
         base, full = (_get(results, s, v, "val_accuracy") for v in ("baseline", "full"))
-        row: dict = {"baseline": base, "full": full,
-                     "margin_over_baseline": None if None in (base, full) else full - base}
+        base_best = _get(results, s, "baseline", "best_val_accuracy")
+        row: dict = {"baseline": base, "baseline_best": base_best, "full": full,
+                     "margin_over_baseline": None if None in (base, full) else full - base,
+                     "margin_over_baseline_best": None if None in (base_best, full)
+                     else full - base_best}
         if s != "clean" and base_clean is not None and base is not None:
             row["damage"] = base_clean - base
             row["damage_recovered"] = ((full - base) / row["damage"]
@@ -193,8 +208,8 @@ def compare(results: dict) -> dict:
 
     targets = []
     for setting, what, bound in TARGETS:
-        if what == "epoch_time_ratio":
-            ratios = [r["epoch_time_ratio"] for r in per_setting.values() if "epoch_time_ratio" in r]
+        if what in ("epoch_time_ratio", "epoch_time_ratio_mean"):
+            ratios = [r[what] for r in per_setting.values() if what in r]
             value = max(ratios) if ratios else None
             met = None if value is None else value <= bound
         else:
@@ -223,11 +238,13 @@ def _num(x: float | None, fmt: str = "{:.3f}") -> str:
 
 _TARGET_TEXT = {
     "damage_recovered": "share of the baseline's damage recovered ≥ {:.0%}",
-    "margin_over_baseline": "full − baseline val accuracy ≥ {:+.1f} pts",
+    "margin_over_baseline": "full − baseline val accuracy (last epochs) ≥ {:+.1f} pts",
+    "margin_over_baseline_best": "full (last epoch) − baseline's best epoch ≥ {:+.1f} pts",
     "split_f1": "split F1 at finding changed labels ≥ {:.2f}",
     "relabel_top1": "relabelled argmax = true label ≥ {:.0%}",
     "tv_soft_below_given": "soft labels closer to the votes than given labels (TV gap > {:.0f})",
     "epoch_time_ratio": "full robust epoch / baseline epoch ≤ {:.1f}x (worst setting)",
+    "epoch_time_ratio_mean": "full mean epoch / baseline mean epoch ≤ {:.1f}x (worst setting)",
 }
 
 
@@ -237,11 +254,11 @@ def _target_value(t: dict, per_setting: dict) -> str:
         if what == "damage_recovered" and per_setting.get(t["setting"], {}).get("damage") is not None:
             return "n/a (no damage)"
         return "–"
-    if what == "epoch_time_ratio":
+    if what in ("epoch_time_ratio", "epoch_time_ratio_mean"):
         return _num(value, "{:.2f}x")
     if what in ("split_f1", "tv_soft_below_given"):
         return _num(value)
-    if what == "margin_over_baseline":
+    if what in ("margin_over_baseline", "margin_over_baseline_best"):
         return _num(100 * value, "{:+.2f} pts")
     return _pct(value) + "%"
 
@@ -254,10 +271,15 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         if key != "title":
             shown = f"`{value}`" if key == "command" else value
             lines.append(f"- **{key}**: {shown}")
-    lines += ["", "Accuracies in %, from the last epoch of a single seed each.", "", "## Trainings", "",
-              "| setting | model | val acc | test acc | split P / R / F1 / AUC | relabelled | "
-              "relabel top-1 % (changed) | TV soft→votes (given→votes) | s/epoch (robust) |",
-              "|---|---|---:|---:|---|---:|---|---|---:|"]
+    lines += ["", "Accuracies in %, from a single seed each: the last epoch's (the model a run ends "
+              "with) and the best epoch's (for reference; nothing is selected on it). Memorised: "
+              "share of the changed-label training images predicted as their wrong given label "
+              "after the last epoch; fit: training accuracy on the given labels.", "",
+              "## Trainings", "",
+              "| setting | model | val acc last | val acc best (epoch) | test acc | memorised | "
+              "fit | split P / R / F1 / AUC | relabelled | relabel top-1 % (changed) | "
+              "TV soft→votes (given→votes) | s/epoch (robust) |",
+              "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|"]
     for name, r in results.items():
         setting, variant = name.split("-", 1)
         split = "–"
@@ -273,22 +295,27 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         seconds = _num(r["seconds_per_epoch"], "{:.1f}")
         if r.get("seconds_per_robust_epoch") is not None:
             seconds += f" ({_num(r['seconds_per_robust_epoch'], '{:.1f}')})"
-        lines.append(f"| {setting} | {variant} | {_pct(r['val_accuracy'])} | "
-                     f"{_pct(r.get('test_accuracy'))} | {split} | {r.get('num_relabeled', '–')} | "
-                     f"{relabel} | {tv} | {seconds} |")
+        best = f"{_pct(r.get('best_val_accuracy'))} ({r.get('best_epoch', '–')})"
+        lines.append(f"| {setting} | {variant} | {_pct(r['val_accuracy'])} | {best} | "
+                     f"{_pct(r.get('test_accuracy'))} | {_num(r.get('memorised_share'), '{:.2f}')} | "
+                     f"{_num(r.get('train_accuracy_given'), '{:.2f}')} | {split} | "
+                     f"{r.get('num_relabeled', '–')} | {relabel} | {tv} | {seconds} |")
     per_setting = comparison["per_setting"]
     lines += ["", "## Full system against the baseline (validation)", "",
-              "| setting | baseline | full | full − baseline (pts) | damage (pts) | recovered | "
-              "robust epoch / baseline epoch | mean epoch ratio |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| setting | baseline last | baseline best | full last | full − baseline last (pts) | "
+              "full − baseline best (pts) | damage (pts) | recovered | robust epoch / baseline "
+              "epoch | mean epoch ratio |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s, row in per_setting.items():
         recovered = "–"
         if row.get("damage_recovered") is not None:
             recovered = _pct(row["damage_recovered"]) + "%"
         elif row.get("damage") is not None:
             recovered = "n/a (no damage)"
-        lines.append(f"| {s} | {_pct(row['baseline'])} | {_pct(row['full'])} | "
-                     f"{_pct(row['margin_over_baseline'])} | {_pct(row.get('damage'))} | {recovered} | "
+        lines.append(f"| {s} | {_pct(row['baseline'])} | {_pct(row.get('baseline_best'))} | "
+                     f"{_pct(row['full'])} | {_pct(row['margin_over_baseline'])} | "
+                     f"{_pct(row.get('margin_over_baseline_best'))} | {_pct(row.get('damage'))} | "
+                     f"{recovered} | "
                      f"{_num(row.get('epoch_time_ratio'), '{:.2f}x')} | "
                      f"{_num(row.get('epoch_time_ratio_mean'), '{:.2f}x')} |")
     if any("ablation_contribution" in row for row in per_setting.values()):
@@ -299,9 +326,41 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
                 lines.append(f"| {s} | {part} | {_pct(delta)} |")
     lines += ["", "## Targets", "", "| setting | target | measured | met |", "|---|---|---:|---|"]
     for t in comparison["targets"]:
-        text = _TARGET_TEXT[t["measure"]].format(100 * t["target"] if t["measure"] ==
-                                                 "margin_over_baseline" else t["target"])
+        text = _TARGET_TEXT[t["measure"]].format(100 * t["target"] if t["measure"].startswith(
+            "margin_over_baseline") else t["target"])
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['setting']} | {text} | {_target_value(t, per_setting)} | {met} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def plot_setting_curves(run_dirs: dict[str, Path], path: Path, title: str) -> None:
+    """One PNG for a label setting: validation accuracy (left) and memorised share (right) per
+    epoch, one line per model (``run_dirs`` maps a model name to its run directory). Epochs are
+    read from ``metrics.jsonl``; the memorised share per epoch is counted on the training batches
+    (see ``engine.trainer._fit_figures``)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fer_robust.utils import atomic_path
+    fig, (ax_acc, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, run_dir in run_dirs.items():
+        records = _read_metrics(Path(run_dir))
+        epochs = [r["epoch"] + 1 for r in records]
+        ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in records], label=name)
+        if any("memorised_share" in r for r in records):
+            ax_mem.plot(epochs, [r.get("memorised_share", float("nan")) for r in records], label=name)
+        else:  # clean labels: nothing to memorise; show the fit of the given labels instead
+            ax_mem.plot(epochs, [r.get("train_accuracy_given", float("nan")) for r in records],
+                        label=f"{name} (fit of given labels)", linestyle="--")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{title}: validation")
+    ax_mem.set(xlabel="epoch", ylabel="share", ylim=(0, 1),
+               title=f"{title}: memorised share of changed labels")
+    for ax in (ax_acc, ax_mem):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -45,13 +45,16 @@ DEFAULT_RECIPE = repo_root() / "configs" / "benchmark_ferplus.yaml"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from fer_robust.benchmark.recipe import ABLATIONS, SETTINGS, SIZES
+    from fer_robust.benchmark.recipe import ABLATIONS, SETTINGS, SIZES, VARIANTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=DEFAULT_RECIPE,
                    help="the full system's recipe (default: configs/benchmark_ferplus.yaml)")
     p.add_argument("--data-root", default=None, help="FERPlus root (default: the recipe's data.root)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
                    help="label settings to train under (default: all)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="models to train per setting (default: all); trained variant by variant, "
+                        "so --variants baseline full trains every baseline first")
     p.add_argument("--size", choices=list(SIZES), default="full")
     p.add_argument("--quick", action="store_const", const="quick", dest="size",
                    help="same as --size quick: 6%% of the training split, 40%% of the epochs")
@@ -183,7 +186,8 @@ def summarize_finished(cfg, run_dir: Path, previous: dict | None, cpu: bool) -> 
     only when the earlier summary lacks it and the root has a test split)."""
     from accelerate import PartialState
     test_acc = (previous or {}).get("test_accuracy")
-    if test_acc is None and PartialState().num_processes == 1 and _has_test_split(cfg):
+    if (test_acc is None and PartialState().num_processes == 1 and _has_test_split(cfg)
+            and (run_dir / "last_model.safetensors").is_file()):
         from fer_robust.engine.distributed import build_accelerator
         from fer_robust.engine.inference import load_trained_model
         _, model, class_names, _ = load_trained_model(run_dir / "last_model.safetensors")
@@ -193,6 +197,13 @@ def summarize_finished(cfg, run_dir: Path, previous: dict | None, cpu: bool) -> 
     if previous and "wall_seconds" in previous:
         summary["wall_seconds"] = previous["wall_seconds"]
     return summary
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A training that ran its last epoch: the trainer writes ``final_fit.json`` after it. The
+    light files of a finished run (config, metrics, ``final_fit.json``, noisy labels, the last
+    sample state) are enough to summarise it, so finished runs can be kept without weights."""
+    return (run_dir / "final_fit.json").is_file() or (run_dir / "last_model.safetensors").is_file()
 
 
 def _has_test_split(cfg) -> bool:
@@ -213,14 +224,15 @@ def main(argv=None) -> dict:
         from accelerate import PartialState
 
         from fer_robust.benchmark.recipe import ABLATIONS, RunSpec, build_run_config, plan_runs
-        from fer_robust.benchmark.report import compare, render_markdown
+        from fer_robust.benchmark.report import compare, plot_setting_curves, render_markdown
         from fer_robust.config import ConfigError
         from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
 
         if not args.config.is_file():
             raise FileNotFoundError(f"recipe not found: {args.config}")
         ablations = list(ABLATIONS) if args.ablation == ["all"] else list(dict.fromkeys(args.ablation))
-        specs = plan_runs(list(dict.fromkeys(args.settings)), ablations)
+        specs = plan_runs(list(dict.fromkeys(args.settings)), ablations,
+                          list(dict.fromkeys(args.variants)))
         overrides = list(args.overrides)
         if args.data_root:
             overrides.append(f"data.root={args.data_root}")
@@ -234,7 +246,7 @@ def main(argv=None) -> dict:
         # like the requested ones they must come from this recipe, size and overrides.
         earlier = []
         for run_dir in sorted((out / "runs").glob("*-*")) if (out / "runs").is_dir() else []:
-            if run_dir.name not in configs and (run_dir / "last_model.safetensors").is_file():
+            if run_dir.name not in configs and is_finished(run_dir):
                 setting, variant = run_dir.name.split("-", 1)
                 try:
                     configs[run_dir.name] = config_of(RunSpec(setting, variant))
@@ -266,12 +278,16 @@ def main(argv=None) -> dict:
             atomic_write_json(results_file, json_safe({"header": header, "runs": results,
                                                        **comparison}))
             atomic_write_text(out / "results.md", render_markdown(results, comparison, header))
+            for setting in dict.fromkeys(name.split("-", 1)[0] for name in results):
+                runs = {name.split("-", 1)[1]: out / "runs" / name for name in results
+                        if name.startswith(f"{setting}-")}
+                plot_setting_curves(runs, out / f"curves_{setting}.png", setting)
             return comparison
 
         accelerator_holder: list = []
         for name in [*(s.name for s in specs), *earlier]:
             cfg, run_dir = configs[name], out / "runs" / name
-            if (run_dir / "last_model.safetensors").is_file():
+            if is_finished(run_dir):
                 if is_main:
                     results[name] = summarize_finished(cfg, run_dir, previous.get(name), args.cpu)
                     print(f"[benchmark] {name}: finished earlier, summary recomputed from its files")
