@@ -41,10 +41,11 @@ def test_settings_and_sizes():
     assert run_config("clean", "full").data.noise.type == "none"
     assert run_config("annotator", "full").data.noise.type == "annotator"
     quick = run_config("sym30", "full", "quick")
-    assert quick.data.train_fraction == 0.06 and run_config("sym30", "full").data.train_fraction == 0.15
-    # 40% of every stage's epochs; a stage with none keeps none
-    assert [s.epochs for s in quick.stages] == [4, 0, 12]
-    assert sum(s.epochs for s in run_config("sym30", "baseline", "quick").stages) == 16
+    assert quick.data.train_fraction == 0.03 and run_config("sym30", "full").data.train_fraction == 0.15
+    assert quick.optim.batch_size == 32
+    # half of every stage's epochs; a stage with none keeps none
+    assert [s.epochs for s in quick.stages] == [5, 0, 15]
+    assert sum(s.epochs for s in run_config("sym30", "baseline", "quick").stages) == 20
     # user overrides reach every training
     assert run_config("clean", "baseline", overrides=["optim.lr=0.01"]).optim.lr == 0.01
 
