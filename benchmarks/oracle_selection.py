@@ -4,15 +4,17 @@
     python benchmarks/oracle_selection.py --settings sym30 --warmup-epochs 1 --size quick
 
 Trains the benchmark's baseline (``configs/benchmark_ferplus.yaml`` turned into the plain model by
-:func:`fer_robust.benchmark.recipe.build_run_config`: same backbone, input, epochs, optimiser,
+:func:`fer_robust.noise_benchmark.recipe.build_run_config`: same backbone, input, epochs, optimiser,
 schedule and seed) under a noisy label setting, with ``--warmup-epochs`` epochs on the given labels
 and then, for the remaining epochs, cross-entropy on only the samples whose given label IS the true
 one: the split every selection method aims at, known here from the injected noise. No method
 that has to find the noise from a warmed-up model can do better by dropping samples; relabelling
 can add back what the dropped samples carry, at the accuracy of its soft labels.
 
-This is a measurement, never a training recipe: it reads the true labels. The oracle stage exists
-only in this script's process. Prints, and saves to
+This is a measurement, never a training recipe: it reads the true labels. The oracle is a stage
+kind of its own (``oracle_selection``), registered only while this script's trainings run
+(:func:`fer_robust.engine.stages.registered_stage`), so no config outside it can name it.
+Prints, and saves to
 ``benchmarks/results/oracle_selection_<size>.json``, the validation accuracy after every epoch per
 setting, next to the benchmark's targets for that setting (computed from the baseline's results
 when ``--baseline-results`` points to a benchmark ``results.json``).
@@ -26,48 +28,45 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-from fer_robust.benchmark.recipe import SETTINGS, RunSpec, build_run_config  # noqa: E402
-from fer_robust.benchmark.report import TARGETS  # noqa: E402
+from fer_robust.noise_benchmark.recipe import SETTINGS, RunSpec, build_run_config  # noqa: E402
+from fer_robust.noise_benchmark.report import TARGETS  # noqa: E402
 from fer_robust.config import StageConfig, validate  # noqa: E402
-from fer_robust.engine import stages  # noqa: E402
+from fer_robust.engine.stages import Stage, StageInputs, registered_stage  # noqa: E402
+from fer_robust.robust.selection import RobustDecision  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The oracle's stage kind, registered only while :func:`_train_with_oracle_split` runs.
+ORACLE_KIND = "oracle_selection"
 
 
-class OracleSelectionStage(stages.Stage):
+class OracleSelectionStage(Stage):
     """Before each epoch: cross-entropy weight 1 for samples whose given label is the true one,
     0 for the others; no soft labels."""
 
-    def on_epoch_start(self, trainer, epoch: int) -> dict:
-        state = trainer.sample_state
+    def on_epoch_start(self, inputs: StageInputs) -> dict:
+        state = inputs.sample_state
         if state.true_labels is None:
             raise ValueError("the oracle split needs a noisy label setting (true labels known)")
         keep = state.given_labels == state.true_labels
-        state.ce_weight[:] = keep.astype(np.float32)
-        state.soft_weight[:] = 0.0
-        state.relabeled_mask[:] = False
+        state.apply_decision(RobustDecision.selection_only(keep, state.given_labels,
+                                                           inputs.num_classes))
         return {"clean_ratio": float(keep.mean())}
 
 
 def _train_with_oracle_split(cfg, cpu: bool) -> None:
-    """Train ``cfg`` with its ``self_paced`` stages run by :class:`OracleSelectionStage`; the stage
-    registry is restored afterwards, so nothing else in the process sees the oracle."""
+    """Validate and train ``cfg``, whose oracle stages name :data:`ORACLE_KIND`; the kind is
+    registered for this training only, so nothing else in the process sees the oracle."""
     from fer_robust.engine.trainer import Trainer
-    registered = stages.STAGE_KINDS["self_paced"]
-    stages.STAGE_KINDS["self_paced"] = OracleSelectionStage
-    try:
+    with registered_stage(ORACLE_KIND, OracleSelectionStage):
+        validate(cfg)
         Trainer(cfg, cpu=cpu).setup().fit()
-    finally:
-        stages.STAGE_KINDS["self_paced"] = registered
 
 
 def _targets(baseline: dict, setting: str) -> dict | None:
-    """The accuracy ``setting``'s targets (:data:`~fer_robust.benchmark.report.TARGETS`) ask of the
-    full system, from a results.json's baseline figures."""
+    """The accuracy ``setting``'s targets (:data:`~fer_robust.noise_benchmark.report.TARGETS`) ask
+    of the full system, from a results.json's baseline figures."""
     runs = baseline.get("runs", {})
     try:
         clean = runs["clean-baseline"]["val_accuracy"]
@@ -113,10 +112,9 @@ def main(argv=None) -> dict:
         cfg.stages = [
             StageConfig(name="warmup", kind="warmup", epochs=args.warmup_epochs,
                         loss_weights={"ce": 1.0}),
-            StageConfig(name="oracle_split", kind="self_paced", epochs=total - args.warmup_epochs,
+            StageConfig(name="oracle_split", kind=ORACLE_KIND, epochs=total - args.warmup_epochs,
                         loss_weights={"ce": 1.0}),
         ]
-        validate(cfg)
         _train_with_oracle_split(cfg, args.cpu)
         trainer_dir = Path(cfg.output_dir)
         rows = [json.loads(line) for line in (trainer_dir / "metrics.jsonl").read_text().splitlines()]

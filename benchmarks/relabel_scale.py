@@ -20,7 +20,6 @@ from the same centres.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time

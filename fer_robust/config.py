@@ -4,6 +4,9 @@ A run's config is built in three layers (as DINOv2 does): the dataclass defaults
 file (which may name a ``_base_`` YAML it extends, relative to itself), then ``key.sub=value``
 overrides from the command line. Every key is checked against the dataclasses: an unknown key or a
 value of the wrong type is a :class:`ConfigError` that names the key and the file it came from.
+Names that a registry owns (``data.name``, ``data.noise.type``, ``model.arch``,
+``stages.N.kind``) are plain strings here; :func:`validate` checks them against the registries, so
+a newly registered dataset, noise kind, model or stage is valid without touching this file.
 The resolved config is saved with every run (:func:`save_config`) and can be reloaded exactly.
 """
 from __future__ import annotations
@@ -34,7 +37,9 @@ class ConfigError(ValueError):
 @dataclass
 class NoiseConfig:
     """Synthetic or annotator label noise injected into the training split (never val/test)."""
-    type: Literal["none", "symmetric", "asymmetric", "annotator"] = "none"
+    # A registered noise kind (fer_robust.data.noise.NOISE_KINDS): none, symmetric, asymmetric,
+    # annotator.
+    type: str = "none"
     rate: float = 0.0
     seed: int = 0
 
@@ -52,9 +57,9 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    """Which benchmark, where it lives on disk and how it is loaded."""
-    name: Literal["demo", "ferplus", "rafdb", "affectnet7", "affectnet8", "sfew", "fer2013",
-                  "folder"] = "demo"
+    """Which dataset, where it lives on disk and how it is loaded."""
+    # A registered dataset (fer_robust.data.registry.list_datasets()).
+    name: str = "demo"
     root: str = ""
     img_size: int = 64
     # 'validation': select the best epoch on a validation split (the benchmark's own, or a carve of
@@ -118,7 +123,8 @@ class ModelConfig:
     """The network: 'two_branch' (local + global branches, MIM head, ARM pooling), the
     'baseline' control (backbone + global average pooling + linear), or 'arm' (ARM's own
     single-branch network: backbone + ARM + linear)."""
-    arch: Literal["two_branch", "baseline", "arm"] = "two_branch"
+    # A registered architecture (fer_robust.models.factory.list_models()).
+    arch: str = "two_branch"
     backbone: str = "resnet18"
     pretrained: bool = False
     # Local weight file, loaded offline: a timm/torchvision state dict, an MS-Celeb-1M checkpoint
@@ -173,7 +179,9 @@ class StageConfig:
     """One training stage. ``kind`` decides what happens around each epoch; ``loss_weights`` which
     loss terms are summed (keys: ce, local_ce, mim, dcl, soft_ce)."""
     name: str = "warmup"
-    kind: Literal["warmup", "self_paced", "semi_supervised"] = "warmup"
+    # A registered stage kind (fer_robust.engine.stages.STAGE_KINDS): warmup, self_paced,
+    # semi_supervised.
+    kind: str = "warmup"
     epochs: int = 1
     loss_weights: dict[str, float] = field(default_factory=lambda: {"ce": 1.0, "local_ce": 0.5,
                                                                     "mim": 1.0})
@@ -460,10 +468,32 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
     return cfg
 
 
+def registered_names() -> dict[str, list[str]]:
+    """The names each registry accepts, by the config key that names one.
+
+    Imported here, not at the top: the registries live in the modules that build datasets, noise,
+    models and stages, and those import this module.
+    """
+    from fer_robust.data.noise import NOISE_KINDS
+    from fer_robust.data.registry import list_datasets
+    from fer_robust.engine.stages import STAGE_KINDS
+    from fer_robust.models.factory import list_models
+    return {"data.name": list_datasets(), "data.noise.type": list(NOISE_KINDS),
+            "model.arch": list_models(), "stages.kind": list(STAGE_KINDS)}
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express."""
+    """Cross-field checks that types alone cannot express, and the registered names."""
     if not cfg.stages:
         raise ConfigError("'stages': at least one stage is needed")
+    names = registered_names()
+    named = [("data.name", "data.name", cfg.data.name),
+             ("data.noise.type", "data.noise.type", cfg.data.noise.type),
+             ("model.arch", "model.arch", cfg.model.arch)]
+    named += [(f"stages.{i}.kind", "stages.kind", st.kind) for i, st in enumerate(cfg.stages)]
+    for key, registry, value in named:
+        if value not in names[registry]:
+            raise ConfigError(f"{key!r}: {value!r} is not one of {names[registry]}")
     for i, st in enumerate(cfg.stages):
         if st.epochs < 0:
             raise ConfigError(f"'stages.{i}.epochs' must be >= 0, got {st.epochs}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 
 def write_image(path: Path, value: int = 128, size: tuple[int, int] = (12, 10), mode: str = "L") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def write_affectnet(root: Path, train_labels: list[int], val_labels: list[int]) 
 
 def write_sfew(root: Path, train_per_class: int = 4, val_per_class: int = 2) -> Path:
     for source, per_class in (("Train", train_per_class), ("Val", val_per_class)):
-        for k, cls in enumerate(BENCHMARKS["sfew"].classes):
+        for k, cls in enumerate(DATASET_SPECS["sfew"].classes):
             for i in range(per_class + (k == 3)):  # one extra Happy image
                 ext = "png" if i % 2 else "jpg"
                 write_image(root / source / cls / f"{cls}_{i:03d}.{ext}", mode="RGB")

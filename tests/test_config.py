@@ -77,4 +77,26 @@ def test_saved_config_reloads_identically(tmp_path):
 
 
 def test_defaults_are_a_valid_config():
-    assert isinstance(load_config(), Config)
+    cfg = load_config()
+    assert config_to_dict(cfg) == config_to_dict(Config())
+    assert (cfg.data.name, cfg.data.noise.type, cfg.model.arch, [s.kind for s in cfg.stages]) == \
+        ("demo", "none", "two_branch", ["warmup"])
+
+
+def test_registries_own_the_names():
+    """A registered stage kind is a valid ``stages.N.kind`` while it is registered, and only then;
+    a name no registry holds is an error listing the valid ones."""
+    from fer_robust.engine.stages import WarmupStage, registered_stage
+
+    class ProbeStage(WarmupStage):
+        pass
+
+    with registered_stage("probe", ProbeStage):
+        assert load_config(None, ["stages.0.kind=probe"]).stages[0].kind == "probe"
+    with pytest.raises(ConfigError, match=r"'stages.0.kind': 'probe' is not one of \['warmup'"):
+        load_config(None, ["stages.0.kind=probe"])
+    with pytest.raises(ConfigError, match=r"'model.arch': 'foo' is not one of \['arm', 'baseline', "
+                                          r"'two_branch'\]"):
+        load_config(None, ["model.arch=foo"])
+    with pytest.raises(ConfigError, match="'data.noise.type': 'pair' is not one of"):
+        load_config(None, ["data.noise.type=pair"])

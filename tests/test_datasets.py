@@ -10,7 +10,7 @@ import pytest
 from fer_robust.config import DataConfig
 from fer_robust.data.affectnet import read_affectnet
 from fer_robust.data.base import DatasetFormatError
-from fer_robust.data.benchmarks import BENCHMARKS, confusable_targets
+from fer_robust.data.dataset_facts import DATASET_SPECS, confusable_targets
 from fer_robust.data.fer2013 import read_fer2013
 from fer_robust.data.ferplus import majority_vote, read_ferplus
 from fer_robust.data.image_folder import read_image_folder
@@ -30,21 +30,22 @@ REAL_FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplu
 # Class order and confusable classes
 # --------------------------------------------------------------------------------------------------
 def test_benchmark_class_orders_follow_each_official_label_order():
-    assert BENCHMARKS["ferplus"].classes[:3] == ("neutral", "happiness", "surprise")
-    assert BENCHMARKS["rafdb"].classes[0] == "Surprise" and BENCHMARKS["rafdb"].classes[6] == "Neutral"
-    assert BENCHMARKS["affectnet8"].classes[7] == "Contempt"
-    assert BENCHMARKS["affectnet7"].classes == BENCHMARKS["affectnet8"].classes[:7]
-    assert BENCHMARKS["fer2013"].classes[6] == "Neutral"
-    assert BENCHMARKS["sfew"].classes == ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad",
+    assert DATASET_SPECS["ferplus"].classes[:3] == ("neutral", "happiness", "surprise")
+    assert DATASET_SPECS["rafdb"].classes[0] == "Surprise"
+    assert DATASET_SPECS["rafdb"].classes[6] == "Neutral"
+    assert DATASET_SPECS["affectnet8"].classes[7] == "Contempt"
+    assert DATASET_SPECS["affectnet7"].classes == DATASET_SPECS["affectnet8"].classes[:7]
+    assert DATASET_SPECS["fer2013"].classes[6] == "Neutral"
+    assert DATASET_SPECS["sfew"].classes == ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad",
                                           "Surprise")
 
 
 def test_confusable_map_resolves_by_emotion_name_in_each_benchmark_order():
-    ferplus = BENCHMARKS["ferplus"].confusable_targets()
+    ferplus = DATASET_SPECS["ferplus"].confusable_targets()
     # neutral->sadness(3), happiness->surprise(2), surprise->fear(6), sadness->neutral(0),
     # anger->disgust(5), disgust->anger(4), fear->surprise(2), contempt->neutral(0)
     assert ferplus.tolist() == [3, 2, 6, 0, 5, 4, 2, 0]
-    raf = BENCHMARKS["rafdb"].confusable_targets()
+    raf = DATASET_SPECS["rafdb"].confusable_targets()
     assert raf.tolist() == [1, 0, 5, 0, 6, 2, 4]
     with pytest.raises(ValueError, match="'cat'"):
         confusable_targets(["cat", "dog"])

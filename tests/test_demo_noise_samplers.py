@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from fer_robust.config import AugmentConfig, DataConfig, NoiseConfig
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data.demo import (DEMO_CLASSES, build_demo_dataset, draw_face,
                                   save_demo_as_image_folder)
 from fer_robust.data.noise import inject_label_noise, load_noisy_labels, save_noisy_labels
@@ -29,7 +29,7 @@ def _demo_cfg(**kw) -> DataConfig:
 # --------------------------------------------------------------------------------------------------
 def test_demo_classes_are_the_seven_expressions_in_order():
     assert DEMO_CLASSES == ("neutral", "happy", "sad", "surprise", "angry", "disgust", "fear")
-    assert DEMO_CLASSES == BENCHMARKS["demo"].classes
+    assert DEMO_CLASSES == DATASET_SPECS["demo"].classes
 
 
 def test_demo_split_sizes_labels_paths_and_synthetic_flag():
@@ -155,7 +155,7 @@ def test_asymmetric_noise_flips_the_rate_of_each_class_to_its_confusable_class()
         flipped = changed & (TARGETS == c)
         assert flipped.sum() == round(0.2 * counts[c])
         assert (noisy[flipped] == (c + 1) % 7).all()  # the default pair map c -> c + 1
-    confusable = BENCHMARKS["demo"].confusable_targets()
+    confusable = DATASET_SPECS["demo"].confusable_targets()
     noisy, changed = inject_label_noise(TARGETS, 7, NoiseConfig(type="asymmetric", rate=0.3),
                                         confusable=confusable)
     assert (noisy[changed] == confusable[TARGETS[changed]]).all()

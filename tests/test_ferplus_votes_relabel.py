@@ -1,4 +1,5 @@
 """Annotator noise and the relabel tool's vote comparison, on a tiny FERPlus-format fixture."""
+import csv
 import json
 from pathlib import Path
 
@@ -8,6 +9,9 @@ from _ferplus_fixture import write_ferplus_fixture
 
 from fer_robust.cli import relabel as relabel_cli
 from fer_robust.cli import train as train_cli
+from fer_robust.config import load_config
+from fer_robust.data.registry import build_dataset
+from fer_robust.robust.metrics import vote_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +38,15 @@ def test_annotator_noise_run_and_vote_comparison(tmp_path):
     # it is the minority vote.
     assert votes["tv_given_to_votes"] == pytest.approx(0.3 + 0.4 * changed, abs=1e-6)
     assert votes["argmax_agreement_given_with_majority"] == pytest.approx(1 - changed, abs=1e-6)
-    assert 0.0 <= votes["tv_soft_to_votes"] <= 1.0
+    # The training targets' distance, recomputed by hand from the CSV: every row's soft label (the
+    # one-hot given label for a clean image; no confidence floor, so every noisy one is relabelled).
+    with open(tmp_path / "rel" / "relabel.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    targets = np.array([[float(v) for k, v in r.items() if k.startswith("soft_")] for r in rows])
+    counts = build_dataset(load_config(run / "config.yaml").data, "train").votes
+    vote_dist = counts / counts.sum(1, keepdims=True)
+    assert votes["tv_soft_to_votes"] == pytest.approx(
+        0.5 * np.abs(targets - vote_dist).sum(1).mean(), abs=1e-3)
     assert summary["num_samples"] == 210
 
 
@@ -42,8 +54,9 @@ def test_vote_agreement_on_a_handmade_example():
     soft = np.array([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0]], np.float32)
     given = np.array([0, 2])
     votes = np.array([[7, 3, 0], [0, 10, 0]], np.float32)
-    out = relabel_cli.vote_agreement(soft, given, votes, majority=np.array([0, 1]))
-    assert out["tv_soft_to_votes"] == pytest.approx(0.0)
+    out = vote_figures(soft, given, votes, majority_labels=np.array([0, 1]))
+    # float32 soft labels against float64 vote shares: equal to ~1e-8
+    assert out["tv_soft_to_votes"] == pytest.approx(0.0, abs=1e-7)
     assert out["tv_given_to_votes"] == pytest.approx((0.3 + 1.0) / 2)
     assert out["argmax_agreement_soft_with_majority"] == 1.0
     assert out["argmax_agreement_given_with_majority"] == 0.5

@@ -72,3 +72,51 @@ def test_two_processes_give_the_same_split_as_one(noisy_run, tmp_path):
     prob_a = np.array([float(r["clean_prob"]) for r in rows_a])
     prob_b = np.array([float(r["clean_prob"]) for r in rows_b])
     assert np.abs(prob_a - prob_b).max() < 2e-3
+
+
+def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor(tmp_path):
+    """With a loss-history window (2 passes) and a confidence floor (0.5), tools/relabel.py run on
+    a checkpoint makes exactly the decision training made next: on ``checkpoints/epoch_002`` (the
+    model and the loss history the trainer held before epoch 3) it gives ``samples/epoch_003.npz``.
+    The tool reads the earlier pass's losses from that checkpoint's trainer state."""
+    run = tmp_path / "run"
+    train_cli.main(["--config", DEMO, "data.img_size=48", "data.demo_train_per_class=24",
+                    "data.demo_val_per_class=8", "data.demo_test_per_class=8",
+                    "data.num_workers=0", "optim.batch_size=32", "optim.eval_batch_size=64",
+                    "progress_bar=false", "stages.0.epochs=1", "stages.1.epochs=1",
+                    "stages.2.epochs=2", "data.noise.type=symmetric", "data.noise.rate=0.3",
+                    "robust.split.loss_window=2", "robust.relabel.min_confidence=0.5",
+                    f"output_dir={run}"])
+    saved = np.load(run / "samples" / "epoch_003.npz")
+    logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[3])
+    checkpoint = run / "checkpoints" / "epoch_002"
+    classes = json.loads((run / "classes.json").read_text())
+
+    def tool(*overrides):
+        out = tmp_path / f"rel{len(overrides)}"
+        summary = relabel_cli.main(["--checkpoint", str(checkpoint), "--out", str(out),
+                                    *overrides])
+        with open(out / "relabel.csv") as fh:
+            return summary, list(csv.DictReader(fh))
+
+    summary, rows = tool()
+    assert summary["loss_history"] == {"window": 2, "earlier_passes": 1,
+                                       "checkpoint": str(checkpoint)}
+    np.testing.assert_allclose([float(r["clean_prob"]) for r in rows], saved["clean_prob"],
+                               atol=1e-4)
+    assert [r["status"] == "clean" for r in rows] == saved["clean_mask"].tolist()
+    relabeled = saved["relabeled_mask"]
+    retrieved = saved["soft_labels"].sum(1) > 0
+    soft = np.array([[float(r[f"soft_{c}"]) for c in classes] for r in rows])
+    np.testing.assert_allclose(soft[retrieved], saved["soft_labels"][retrieved], atol=1e-4)
+    # A relabelled image takes its soft label's argmax; below the floor it keeps its given label.
+    new = np.where(relabeled, saved["soft_labels"].argmax(1), saved["given_labels"])
+    assert [classes.index(r["new_label"]) for r in rows] == new.tolist()
+    assert summary["num_relabeled"] == relabeled.sum() == logged["num_relabeled"]
+    assert summary["noise_detection"]["f1"] == pytest.approx(logged["split_f1"])
+    assert 0 < relabeled.sum() < retrieved.sum()  # the floor leaves some retrieved images out
+    # Without the earlier pass the split differs: the window is what makes the tool match.
+    alone, alone_rows = tool("robust.split.loss_window=1")
+    assert "loss_history" not in alone
+    assert np.abs(np.array([float(r["clean_prob"]) for r in alone_rows])
+                  - saved["clean_prob"]).max() > 1e-2

@@ -7,13 +7,14 @@
 
 For every label setting (``clean``: majority labels; ``sym30``: 30% symmetric noise;
 ``annotator``: one tagger's vote per image) it trains the plain baseline and the full system from
-one recipe (``configs/benchmark_ferplus.yaml``; see :mod:`fer_robust.benchmark.recipe` for how the
-baseline and the ablations are derived), then writes to ``--out``:
+one recipe (``configs/benchmark_ferplus.yaml``; see :mod:`fer_robust.noise_benchmark.recipe` for how
+the baseline and the ablations are derived), then writes to ``--out``:
 
-- ``results.json``: per training, the figures of :func:`fer_robust.benchmark.report.summarize_run`
-  (validation accuracy, test accuracy when the root has a test split, the split's P/R/F1/AUC,
-  relabelling accuracy, distance of soft labels to the 10-tagger votes, seconds per epoch), the
-  comparison (damage recovered, margins) and each target, met or not;
+- ``results.json``: per training, the figures of
+  :func:`fer_robust.noise_benchmark.report.summarize_run` (validation accuracy, test accuracy when
+  the root has a test split, the split's P/R/F1/AUC, relabelling accuracy, distance of soft labels
+  to the 10-tagger votes, seconds per epoch), the comparison (damage recovered, margins) and each
+  target, met or not;
 - ``results.md``: the same as Markdown tables;
 - ``runs/<setting>-<variant>/``: each training's run directory (config, metrics, checkpoints).
 
@@ -31,21 +32,40 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shlex
+import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
+from accelerate import PartialState
 
 from fer_robust.cli.common import repo_root, user_errors_exit
+from fer_robust.config import Config, ConfigError, config_to_dict, load_config
+from fer_robust.data._reading import SplitNotFoundError
+from fer_robust.data.loaders import build_eval_loader
+from fer_robust.data.noise import load_noisy_labels
+from fer_robust.data.registry import build_dataset, read_split
+from fer_robust.data.transforms import build_transform
+from fer_robust.engine.distributed import build_accelerator
+from fer_robust.engine.evaluation import classification_metrics, predict_logits
+from fer_robust.engine.inference import load_trained_model
+from fer_robust.engine.trainer import Trainer
+from fer_robust.noise_benchmark.recipe import (ABLATIONS, SETTINGS, SIZES, VARIANTS, RunSpec,
+                                               build_run_config, ignored_by, plan_runs)
+from fer_robust.noise_benchmark.report import (compare, plot_setting_curves, render_markdown,
+                                               summarize_run)
+from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
 
 DEFAULT_RECIPE = repo_root() / "configs" / "benchmark_ferplus.yaml"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from fer_robust.benchmark.recipe import ABLATIONS, SETTINGS, SIZES, VARIANTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=DEFAULT_RECIPE,
                    help="the full system's recipe (default: configs/benchmark_ferplus.yaml)")
@@ -70,10 +90,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def machine_description(cpu: bool) -> str:
-    import os
-
-    import torch
-    from accelerate import PartialState
     gpu = torch.cuda.is_available() and not cpu
     device = f"GPU {torch.cuda.get_device_name(0)}" if gpu else "CPU only"
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}, "
@@ -83,11 +99,6 @@ def machine_description(cpu: bool) -> str:
 
 def labels_of_run(cfg, run_dir: Path):
     """(given labels, majority labels, votes or None, number of classes) of a run's training split."""
-    from dataclasses import replace
-
-    from fer_robust.config import ConfigError
-    from fer_robust.data.noise import load_noisy_labels
-    from fer_robust.data.registry import build_dataset
     dataset = build_dataset(replace(cfg.data, cache_in_memory=False), "train")
     given, true = dataset.clean_targets.copy(), dataset.clean_targets.copy()
     if cfg.data.noise.type != "none":
@@ -102,11 +113,6 @@ def labels_of_run(cfg, run_dir: Path):
 
 def test_accuracy(model, cfg, class_names, accelerator) -> float | None:
     """Accuracy of ``model`` on the test split, or None when the root has none."""
-    from fer_robust.data._reading import SplitNotFoundError
-    from fer_robust.data.loaders import build_eval_loader
-    from fer_robust.data.registry import build_dataset
-    from fer_robust.data.transforms import build_transform
-    from fer_robust.engine.evaluation import classification_metrics, predict_logits
     try:
         test_set = build_dataset(cfg.data, "test", build_transform(cfg.data, train=False))
     except SplitNotFoundError:
@@ -138,8 +144,6 @@ def check_same_config(cfg, run_dir: Path) -> None:
     baseline, the two-branch system's own settings (``recipe.BASELINE_UNUSED``), so tuning the
     full system in the recipe keeps the finished baselines.
     """
-    from fer_robust.benchmark.recipe import ignored_by
-    from fer_robust.config import ConfigError, config_to_dict, load_config
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         return
@@ -155,11 +159,8 @@ def check_same_config(cfg, run_dir: Path) -> None:
 
 def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
     """Train one run (continuing it from its last checkpoint if it has one); its summary."""
-    from fer_robust.engine.trainer import Trainer
     if run_dir.exists() and not (run_dir / "checkpoints" / "latest").is_file():
         # Cut short before its first checkpoint: nothing to continue from.
-        import shutil
-        from accelerate import PartialState
         state = PartialState()
         if state.is_main_process:
             print(f"[benchmark] {run_dir} has no checkpoint yet; starting it again", flush=True)
@@ -174,9 +175,8 @@ def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
 
 
 def summarize(cfg, run_dir: Path, test_acc: float | None) -> dict:
-    from fer_robust.benchmark.report import summarize_run
     given, true, votes, num_classes = labels_of_run(cfg, run_dir)
-    summary = summarize_run(run_dir, given, true, votes, num_classes, cfg.robust.split.threshold)
+    summary = summarize_run(run_dir, given, true, votes, num_classes)
     summary["test_accuracy"] = test_acc
     return summary
 
@@ -184,12 +184,9 @@ def summarize(cfg, run_dir: Path, test_acc: float | None) -> dict:
 def summarize_finished(cfg, run_dir: Path, previous: dict | None, cpu: bool) -> dict:
     """Summary of a run trained earlier, recomputed from its files (test accuracy re-evaluated
     only when the earlier summary lacks it and the root has a test split)."""
-    from accelerate import PartialState
     test_acc = (previous or {}).get("test_accuracy")
     if (test_acc is None and PartialState().num_processes == 1 and _has_test_split(cfg)
             and (run_dir / "last_model.safetensors").is_file()):
-        from fer_robust.engine.distributed import build_accelerator
-        from fer_robust.engine.inference import load_trained_model
         _, model, class_names, _ = load_trained_model(run_dir / "last_model.safetensors")
         accelerator = build_accelerator(cfg.mixed_precision, cpu=cpu)
         test_acc = test_accuracy(accelerator.prepare(model), cfg, class_names, accelerator)
@@ -207,10 +204,6 @@ def is_finished(run_dir: Path) -> bool:
 
 
 def _has_test_split(cfg) -> bool:
-    from dataclasses import replace
-
-    from fer_robust.data._reading import SplitNotFoundError
-    from fer_robust.data.registry import read_split
     try:
         read_split(replace(cfg.data, cache_in_memory=False), "test")
     except SplitNotFoundError:
@@ -218,95 +211,115 @@ def _has_test_split(cfg) -> bool:
     return True
 
 
+def plan_configs(args: argparse.Namespace, out: Path) -> tuple[list[str], dict[str, Config]]:
+    """The runs of the table, in training order, and each one's config: the requested ones, then
+    the finished runs trained earlier into ``out`` for other settings or ablations (they join the
+    table). Like the requested ones they must come from this recipe, size and overrides: every run
+    directory is checked against its config before anything trains."""
+    if not args.config.is_file():
+        raise FileNotFoundError(f"recipe not found: {args.config}")
+    ablations = list(ABLATIONS) if args.ablation == ["all"] else list(dict.fromkeys(args.ablation))
+    specs = plan_runs(list(dict.fromkeys(args.settings)), ablations,
+                      list(dict.fromkeys(args.variants)))
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+
+    def config_of(spec: RunSpec) -> Config:
+        return build_run_config(args.config, spec, args.size, out / "runs" / spec.name, overrides)
+
+    configs = {spec.name: config_of(spec) for spec in specs}
+    earlier = []
+    for run_dir in sorted((out / "runs").glob("*-*")) if (out / "runs").is_dir() else []:
+        if run_dir.name not in configs and is_finished(run_dir):
+            setting, variant = run_dir.name.split("-", 1)
+            try:
+                configs[run_dir.name] = config_of(RunSpec(setting, variant))
+            except (ConfigError, KeyError):
+                raise ConfigError(f"{run_dir} is not a run of this benchmark") from None
+            earlier.append(run_dir.name)
+    for name, cfg in configs.items():  # all checked before anything is trained
+        check_same_config(cfg, out / "runs" / name)
+    return [*(spec.name for spec in specs), *earlier], configs
+
+
+def previous_summaries(results_file: Path) -> dict:
+    """The run summaries of an earlier ``results.json`` (empty when there is none, or it is
+    unreadable: every summary is then recomputed from the run directories)."""
+    if not results_file.is_file():
+        return {}
+    try:
+        return json.loads(results_file.read_text())["runs"]
+    except (ValueError, KeyError):
+        return {}
+
+
+def results_header(args: argparse.Namespace, argv, configs: dict[str, Config]) -> dict:
+    """The report's header: title, command, recipe, size, data root and machine."""
+    return {"title": "FERPlus label-noise benchmark",
+            "command": shlex.join(["python", "tools/benchmark.py",
+                                   *(argv if argv is not None else sys.argv[1:])]),
+            "recipe": str(args.config), "size": args.size,
+            "data root": next(iter(configs.values())).data.root,
+            "machine": machine_description(args.cpu)}
+
+
+def write_results(out: Path, header: dict, results: dict) -> dict:
+    """Compare the runs and (atomically) rewrite ``results.json``, ``results.md`` and the curves
+    of every setting; returns the comparison."""
+    comparison = compare(results)
+    header["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    atomic_write_json(out / "results.json", json_safe({"header": header, "runs": results,
+                                                       **comparison}))
+    atomic_write_text(out / "results.md", render_markdown(results, comparison, header))
+    for setting in dict.fromkeys(name.split("-", 1)[0] for name in results):
+        runs = {name.split("-", 1)[1]: out / "runs" / name for name in results
+                if name.startswith(f"{setting}-")}
+        plot_setting_curves(runs, out / f"curves_{setting}.png", setting)
+    return comparison
+
+
+def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dict,
+            cpu: bool) -> dict:
+    """Train every unfinished run in order (summarising each and rewriting the results after
+    it); a finished run's summary is recomputed from its files. Returns the summaries (on the
+    main process; empty elsewhere)."""
+    is_main = PartialState().is_main_process
+    previous = previous_summaries(out / "results.json")
+    results: dict = {}
+    accelerator_holder: list = []
+    for name in names:
+        cfg, run_dir = configs[name], out / "runs" / name
+        if is_finished(run_dir):
+            if is_main:
+                results[name] = summarize_finished(cfg, run_dir, previous.get(name), cpu)
+                print(f"[benchmark] {name}: finished earlier, summary recomputed from its files")
+            continue
+        print(f"[benchmark] {name}: training -> {run_dir}", flush=True)
+        t0 = time.perf_counter()
+        summary = run_one(cfg, run_dir, cpu, accelerator_holder)
+        if not is_main:
+            continue
+        summary["wall_seconds"] = time.perf_counter() - t0
+        results[name] = summary
+        write_results(out, header, results)
+        print(f"[benchmark] {name}: val acc {summary['val_accuracy']:.4f}, "
+              f"{summary['seconds_per_epoch']:.0f} s/epoch; wrote {out / 'results.md'}", flush=True)
+    if accelerator_holder:
+        accelerator_holder[0].end_training()
+    return results
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     with user_errors_exit("benchmark"):
-        from accelerate import PartialState
-
-        from fer_robust.benchmark.recipe import ABLATIONS, RunSpec, build_run_config, plan_runs
-        from fer_robust.benchmark.report import compare, plot_setting_curves, render_markdown
-        from fer_robust.config import ConfigError
-        from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
-
-        if not args.config.is_file():
-            raise FileNotFoundError(f"recipe not found: {args.config}")
-        ablations = list(ABLATIONS) if args.ablation == ["all"] else list(dict.fromkeys(args.ablation))
-        specs = plan_runs(list(dict.fromkeys(args.settings)), ablations,
-                          list(dict.fromkeys(args.variants)))
-        overrides = list(args.overrides)
-        if args.data_root:
-            overrides.append(f"data.root={args.data_root}")
         out = args.out or Path(f"runs/benchmark_ferplus_{args.size}")
-
-        def config_of(spec: RunSpec):
-            return build_run_config(args.config, spec, args.size, out / "runs" / spec.name, overrides)
-
-        configs = {spec.name: config_of(spec) for spec in specs}
-        # Runs trained earlier into this --out for other settings or ablations join the table;
-        # like the requested ones they must come from this recipe, size and overrides.
-        earlier = []
-        for run_dir in sorted((out / "runs").glob("*-*")) if (out / "runs").is_dir() else []:
-            if run_dir.name not in configs and is_finished(run_dir):
-                setting, variant = run_dir.name.split("-", 1)
-                try:
-                    configs[run_dir.name] = config_of(RunSpec(setting, variant))
-                except (ConfigError, KeyError):
-                    raise ConfigError(f"{run_dir} is not a run of this benchmark") from None
-                earlier.append(run_dir.name)
-        for name, cfg in configs.items():  # all checked before anything is trained
-            check_same_config(cfg, out / "runs" / name)
-
-        is_main = PartialState().is_main_process
-        results_file = out / "results.json"
-        previous: dict = {}
-        if results_file.is_file():
-            try:
-                previous = json.loads(results_file.read_text())["runs"]
-            except (ValueError, KeyError):
-                previous = {}  # unreadable: every summary is recomputed from the run directories
-        header = {"title": "FERPlus label-noise benchmark",
-                  "command": shlex.join(["python", "tools/benchmark.py",
-                                         *(argv if argv is not None else sys.argv[1:])]),
-                  "recipe": str(args.config), "size": args.size,
-                  "data root": next(iter(configs.values())).data.root,
-                  "machine": machine_description(args.cpu)}
-        results: dict = {}
-
-        def write() -> dict:
-            comparison = compare(results)
-            header["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-            atomic_write_json(results_file, json_safe({"header": header, "runs": results,
-                                                       **comparison}))
-            atomic_write_text(out / "results.md", render_markdown(results, comparison, header))
-            for setting in dict.fromkeys(name.split("-", 1)[0] for name in results):
-                runs = {name.split("-", 1)[1]: out / "runs" / name for name in results
-                        if name.startswith(f"{setting}-")}
-                plot_setting_curves(runs, out / f"curves_{setting}.png", setting)
-            return comparison
-
-        accelerator_holder: list = []
-        for name in [*(s.name for s in specs), *earlier]:
-            cfg, run_dir = configs[name], out / "runs" / name
-            if is_finished(run_dir):
-                if is_main:
-                    results[name] = summarize_finished(cfg, run_dir, previous.get(name), args.cpu)
-                    print(f"[benchmark] {name}: finished earlier, summary recomputed from its files")
-                continue
-            print(f"[benchmark] {name}: training -> {run_dir}", flush=True)
-            t0 = time.perf_counter()
-            summary = run_one(cfg, run_dir, args.cpu, accelerator_holder)
-            if not is_main:
-                continue
-            summary["wall_seconds"] = time.perf_counter() - t0
-            results[name] = summary
-            write()
-            print(f"[benchmark] {name}: val acc {summary['val_accuracy']:.4f}, "
-                  f"{summary['seconds_per_epoch']:.0f} s/epoch; wrote {out / 'results.md'}", flush=True)
-        if accelerator_holder:
-            accelerator_holder[0].end_training()
-        if not is_main or not results:
+        names, configs = plan_configs(args, out)
+        header = results_header(args, argv, configs)
+        results = run_all(names, configs, out, header, args.cpu)
+        if not PartialState().is_main_process or not results:
             return {}
-        comparison = write()
+        comparison = write_results(out, header, results)
         print(render_markdown(results, comparison, header))
         return {"runs": results, **comparison}
 

@@ -13,14 +13,14 @@ from typing import Sequence
 
 from fer_robust.config import DataConfig
 from fer_robust.data.base import DatasetFormatError
-from fer_robust.data.registry import DATASET_NAMES, dataset_summary, format_summary
+from fer_robust.data.registry import dataset_summary, format_summary, list_datasets
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-data-summary", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=DATASET_NAMES, help="benchmark name")
+    parser.add_argument("--dataset", required=True, choices=list_datasets(), help="dataset name")
     parser.add_argument("--root", default="", help="folder holding the benchmark (see data/README.md)")
     parser.add_argument("--val-fraction", type=float, default=DataConfig.val_fraction,
                         help="share of train carved out as val where a benchmark has no val split")

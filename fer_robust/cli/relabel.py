@@ -6,11 +6,25 @@ Runs the per-sample pass, the class-dependent GMM split and the retrieval relabe
 training set with the given model (the same code the trainer's stages run) and writes:
 
 - ``relabel.csv``: one row per training image: index, path, given label, clean probability,
-  clean/noisy, the soft label per class, the new label (and the true label when it is known);
+  clean/noisy, the soft label per class, the new label (the given one unless the image is
+  relabelled), the soft label's confidence (and the true label when it is known);
 - ``summary.json``: clean ratio per class, how many labels would change and between which classes,
   the split's noise-detection scores when the true labels are known, and, for datasets with
-  annotator votes (FERPlus), how close soft and given labels are to the human vote distribution;
+  annotator votes (FERPlus), how close training targets and given labels are to the human vote
+  distribution (the figures of :func:`fer_robust.robust.metrics.decision_figures`, as training
+  logs them);
 - ``most_changed.png``: a grid of the images whose labels change most, with given and new labels.
+
+The decision is training's: :func:`fer_robust.robust.selection.split_and_relabel` with the run's
+``robust`` settings, so the confidence floor (``robust.relabel.min_confidence``) and the
+loss-history window (``robust.split.loss_window``) apply as in training. With a window the split
+averages each image's loss over this pass and the earlier passes, whose losses the trainer saves
+with every checkpoint (``loss_history.*`` in ``trainer_state.safetensors``): the tool reads them
+from the checkpoint saved with the model it runs (:func:`~fer_robust.engine.inference.
+checkpoint_of_weights`). On ``--checkpoint RUN/checkpoints/epoch_XXX`` it therefore makes exactly
+the decision training makes at the start of epoch XXX+1 (``samples/epoch_{XXX+1}.npz``) when that
+is a robust epoch. When no checkpoint holds the model (a pruned best epoch) the split fits on this
+pass alone, and the tool says so.
 
 Works under ``accelerate launch`` too: the pass is sharded and gathered by index, and the split and
 the search run once on the main process, so the CSV is the same for any number of processes.
@@ -20,12 +34,29 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from accelerate import Accelerator
 
 from fer_robust.cli.common import user_errors_exit
+from fer_robust.config import Config
+from fer_robust.data.base import FERDataset
+from fer_robust.data.loaders import build_eval_loader
+from fer_robust.data.noise import load_noisy_labels
+from fer_robust.data.registry import build_dataset
+from fer_robust.data.transforms import build_transform
+from fer_robust.engine.checkpoint import load_trainer_tensors
+from fer_robust.engine.distributed import build_accelerator, run_on_main
+from fer_robust.engine.evaluation import per_sample_pass
+from fer_robust.engine.inference import (checkpoint_of_weights, load_trained_model,
+                                         resolve_checkpoint)
+from fer_robust.robust.gmm_split import LossHistory
+from fer_robust.robust.metrics import decision_figures
+from fer_robust.robust.selection import RobustDecision, split_and_relabel
+from fer_robust.utils import atomic_path, atomic_write_json
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,29 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def vote_agreement(soft: np.ndarray, given: np.ndarray, votes: np.ndarray,
-                   majority: np.ndarray) -> dict:
-    """How close soft labels and given labels are to the annotators' vote distribution."""
-    from fer_robust.robust.metrics import total_variation_distance
-    n, c = soft.shape
-    vote_dist = votes / np.maximum(votes.sum(1, keepdims=True), 1e-12)
-    given_onehot = np.eye(c, dtype=np.float32)[given]
-    return {
-        "tv_soft_to_votes": float(total_variation_distance(soft, vote_dist).mean()),
-        "tv_given_to_votes": float(total_variation_distance(given_onehot, vote_dist).mean()),
-        "argmax_agreement_soft_with_majority": float((soft.argmax(1) == majority).mean()),
-        "argmax_agreement_given_with_majority": float((given == majority).mean()),
-        "num_samples": int(n),
-    }
-
-
 def save_grid(dataset, indices: np.ndarray, given: np.ndarray, new: np.ndarray, conf: np.ndarray,
               class_names: list[str], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from fer_robust.utils import atomic_path
 
     cols = 8
     rows = max(1, int(np.ceil(len(indices) / cols)))
@@ -81,103 +94,141 @@ def save_grid(dataset, indices: np.ndarray, given: np.ndarray, new: np.ndarray, 
     plt.close(fig)
 
 
+def training_split(cfg: Config, run_dir: Path) -> tuple[FERDataset, np.ndarray | None]:
+    """The run's training split with evaluation transforms and the labels training was given
+    (the run's ``noisy_labels.npz`` when noise was injected), and the true labels or None."""
+    dataset = build_dataset(cfg.data, "train", build_transform(cfg.data, train=False))
+    true_labels = None
+    noisy_file = run_dir / "noisy_labels.npz"
+    if noisy_file.is_file():
+        noisy, true_labels, _ = load_noisy_labels(noisy_file)
+        dataset.set_targets(noisy)
+    return dataset, true_labels
+
+
+def earlier_losses(cfg: Config, run_dir: Path, weights: Path, num_samples: int
+                   ) -> tuple[LossHistory, dict | None]:
+    """The loss history training had when it saved ``weights``: the earlier passes' losses of
+    the checkpoint saved with that model (see the module docstring). Returns the history and, with
+    a window, a note on where it came from (for ``summary.json``)."""
+    window = cfg.robust.split.loss_window
+    history = LossHistory(num_samples, window)
+    if window == 1:  # the split fits on this pass alone
+        return history, None
+    folder = checkpoint_of_weights(run_dir, weights)
+    if folder is None:
+        print(f"relabel: no checkpoint of {weights.name} is kept, so robust.split.loss_window="
+              f"{window} averages this pass alone (training also averaged the earlier passes)",
+              file=sys.stderr)
+        return history, {"window": window, "earlier_passes": 0, "checkpoint": None}
+    history.load_state_dict({"losses": load_trainer_tensors(folder, "loss_history.")["losses"]
+                             .numpy()})
+    return history, {"window": window, "earlier_passes": min(len(history), window - 1),
+                     "checkpoint": str(folder)}
+
+
+def decide(model, dataset: FERDataset, cfg: Config, history: LossHistory, accelerator: Accelerator,
+           batch_size: int | None, num_classes: int) -> RobustDecision:
+    """The per-sample pass (every process), then training's decision (once, on the main
+    process), on every process."""
+    loader = build_eval_loader(dataset, batch_size or cfg.optim.eval_batch_size,
+                               cfg.data.num_workers)
+    model, loader = accelerator.prepare(model, loader)
+    result = per_sample_pass(model, loader, accelerator)
+    return run_on_main(accelerator, lambda: split_and_relabel(
+        result.loss, result.embedding, dataset.targets.copy(), num_classes, cfg.robust.split,
+        cfg.robust.relabel, relabel=True, probs=result.prob, history=history))
+
+
+def write_csv(path: Path, dataset: FERDataset, decision: RobustDecision, class_names: list[str],
+              true_labels: np.ndarray | None) -> None:
+    """``relabel.csv``: one row per training image (see the module docstring)."""
+    given = dataset.targets
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "path", "given_label", "clean_prob", "status",
+                    *[f"soft_{c}" for c in class_names], "new_label", "confidence"]
+                   + (["true_label"] if true_labels is not None else []))
+        for i in range(len(dataset)):
+            row = [i, dataset.paths[i], class_names[given[i]], f"{decision.clean_prob[i]:.4f}",
+                   "clean" if decision.clean_mask[i] else "noisy",
+                   *[f"{v:.4f}" for v in decision.soft_labels[i]],
+                   class_names[decision.new_labels[i]], f"{decision.confidence[i]:.4f}"]
+            if true_labels is not None:
+                row.append(class_names[true_labels[i]])
+            w.writerow(row)
+
+
+def summarize(decision: RobustDecision, dataset: FERDataset, true_labels: np.ndarray | None,
+              class_names: list[str]) -> dict:
+    """``summary.json``'s figures: :func:`~fer_robust.robust.metrics.decision_figures` under the
+    tool's names, and which labels change between which classes."""
+    given, new = dataset.targets, decision.new_labels
+    figures = decision_figures(decision, given, len(class_names), true_labels, votes=dataset.votes,
+                               majority_labels=dataset.clean_targets)
+    changed = new != given
+    transitions = Counter(f"{class_names[a]} -> {class_names[b]}"
+                          for a, b in zip(given[changed], new[changed]))
+    summary = {
+        "num_samples": int(len(dataset)),
+        "clean_ratio": figures["clean_ratio"],
+        "clean_ratio_per_class": dict(zip(class_names, figures["clean_ratio_per_class"])),
+        "num_noisy": figures["num_noisy"],
+        "num_relabeled": figures["num_relabeled"],
+        "num_label_changes": figures["num_label_changes"],
+        "label_changes": dict(transitions.most_common()),
+    }
+    if true_labels is not None:
+        detection = {k[len("split_"):]: v for k, v in figures.items() if k.startswith("split_")}
+        if detection:
+            summary["noise_detection"] = detection
+        summary["relabel_accuracy"] = figures.get("relabel_accuracy")
+    for key in ("votes_all", "votes_relabeled"):
+        if key in figures:
+            summary[key] = figures[key]
+    return summary
+
+
+def most_changed(decision: RobustDecision, given: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to ``count`` images whose label changes most: the probability mass their
+    target moved away from the given label, largest first."""
+    moved = 1.0 - decision.targets[np.arange(len(given)), given]
+    order = np.argsort(-moved, kind="stable")
+    return order[moved[order] > 0][:count]
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     with user_errors_exit("relabel"):
-        from fer_robust.data.loaders import build_eval_loader
-        from fer_robust.data.noise import load_noisy_labels
-        from fer_robust.data.registry import build_dataset
-        from fer_robust.data.transforms import build_transform
-        from fer_robust.engine.distributed import broadcast_object, build_accelerator
-        from fer_robust.engine.inference import load_trained_model
-        from fer_robust.robust.metrics import noise_detection_metrics, per_class_clean_ratio
-        from fer_robust.robust.sample_pass import per_sample_pass
-        from fer_robust.robust.selection import split_and_relabel
-        from fer_robust.utils import atomic_path, atomic_write_json
-
         overrides = list(args.overrides)
         if args.data_root:
             overrides.append(f"data.root={args.data_root}")
-        cfg, model, class_names, run_dir = load_trained_model(args.checkpoint, overrides)
-        dataset = build_dataset(cfg.data, "train", build_transform(cfg.data, train=False))
-        true_labels = None
-        noisy_file = run_dir / "noisy_labels.npz"
-        if noisy_file.is_file():
-            noisy, true_labels, _ = load_noisy_labels(noisy_file)
-            dataset.set_targets(noisy)
-        given = dataset.targets.copy()
-
+        run_dir, weights = resolve_checkpoint(args.checkpoint)
+        cfg, model, class_names, _ = load_trained_model(args.checkpoint, overrides)
+        dataset, true_labels = training_split(cfg, run_dir)
+        history, history_note = earlier_losses(cfg, run_dir, weights, len(dataset))
         accelerator = build_accelerator(cfg.mixed_precision, cpu=args.cpu)
-        loader = build_eval_loader(dataset, args.batch_size or cfg.optim.eval_batch_size,
-                                   cfg.data.num_workers)
-        model, loader = accelerator.prepare(model, loader)
-        embed_dim = accelerator.unwrap_model(model).embed_dim
-        result = per_sample_pass(model, loader, accelerator, len(dataset), len(class_names), embed_dim)
-        decision = None
-        if accelerator.is_main_process:
-            decision = split_and_relabel(result.loss, result.embedding, given, len(class_names),
-                                         cfg.robust.split, cfg.robust.relabel, relabel=True,
-                                         probs=result.prob)
-        decision = broadcast_object(accelerator, decision)
+        decision = decide(model, dataset, cfg, history, accelerator, args.batch_size,
+                          len(class_names))
         if not accelerator.is_main_process:
             return {}
 
         out = args.out
         out.mkdir(parents=True, exist_ok=True)
-        soft, new = decision.soft_labels, decision.new_labels
-        with atomic_path(out / "relabel.csv") as tmp, open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["index", "path", "given_label", "clean_prob", "status",
-                        *[f"soft_{c}" for c in class_names], "new_label", "confidence"]
-                       + (["true_label"] if true_labels is not None else []))
-            for i in range(len(dataset)):
-                row = [i, dataset.paths[i], class_names[given[i]], f"{decision.clean_prob[i]:.4f}",
-                       "clean" if decision.clean_mask[i] else "noisy",
-                       *[f"{v:.4f}" for v in soft[i]], class_names[new[i]],
-                       f"{decision.confidence[i]:.4f}"]
-                if true_labels is not None:
-                    row.append(class_names[true_labels[i]])
-                w.writerow(row)
-
-        changed = new != given
-        transitions = Counter(f"{class_names[a]} -> {class_names[b]}"
-                              for a, b in zip(given[changed], new[changed]))
-        summary = {
-            "checkpoint": str(args.checkpoint),
-            "num_samples": int(len(dataset)),
-            "clean_ratio": float(decision.clean_mask.mean()),
-            "clean_ratio_per_class": dict(zip(class_names, map(float, per_class_clean_ratio(
-                decision.clean_mask, given, len(class_names))))),
-            "num_noisy": int((~decision.clean_mask).sum()),
-            "num_label_changes": int(changed.sum()),
-            "label_changes": dict(transitions.most_common()),
-        }
-        if true_labels is not None:
-            is_changed = given != true_labels
-            summary["noise_detection"] = noise_detection_metrics(
-                decision.clean_prob, is_changed, cfg.robust.split.threshold)
-            rel = decision.relabeled_mask
-            summary["relabel_accuracy"] = float((new[rel] == true_labels[rel]).mean()) if rel.any() else None
-        if dataset.votes is not None:
-            majority = dataset.clean_targets
-            summary["votes_all"] = vote_agreement(soft, given, dataset.votes, majority)
-            rel = decision.relabeled_mask
-            if rel.any():
-                summary["votes_relabeled"] = vote_agreement(soft[rel], given[rel], dataset.votes[rel],
-                                                            majority[rel])
+        write_csv(out / "relabel.csv", dataset, decision, class_names, true_labels)
+        summary = {"checkpoint": str(args.checkpoint),
+                   **summarize(decision, dataset, true_labels, class_names)}
+        if history_note is not None:
+            summary["loss_history"] = history_note
         atomic_write_json(out / "summary.json", summary)
-
-        # Images whose labels change most: probability mass moved away from the given label.
-        moved = 1.0 - soft[np.arange(len(given)), given]
-        order = np.argsort(-moved, kind="stable")
-        order = order[moved[order] > 0][: args.grid]
-        if order.size:
-            save_grid(dataset, order, given, new, decision.confidence, class_names,
-                      out / "most_changed.png")
+        shown = most_changed(decision, dataset.targets, args.grid)
+        if shown.size:
+            save_grid(dataset, shown, dataset.targets, decision.new_labels, decision.confidence,
+                      class_names, out / "most_changed.png")
         print(json.dumps({k: summary[k] for k in ("num_samples", "clean_ratio", "num_noisy",
                                                   "num_label_changes")}))
         print(f"wrote {out / 'relabel.csv'}, {out / 'summary.json'}"
-              + (f", {out / 'most_changed.png'}" if order.size else ""))
+              + (f", {out / 'most_changed.png'}" if shown.size else ""))
         return summary
 
 

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
-from fer_robust.data.benchmarks import SPLITS
+from fer_robust.data.dataset_facts import SPLITS
 from fer_robust.data.splits import stratified_split
 
 __all__ = ["SplitNotFoundError", "IMAGE_EXTENSIONS", "check_split", "require_dir", "require_file",

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import carve, check_split, finish_dataset, require_dir, require_file
 
 __all__ = ["read_affectnet", "AFFECTNET_COLUMNS"]
@@ -128,5 +128,5 @@ def read_affectnet(root: str | Path, split: str, *, num_classes: int = 8,
         rows = rows[carve(labels[rows], split, val_fraction, split_seed)]
     paths = [str(images / rel_paths[i]) for i in rows]
     loader = _FaceBoxLoader(paths, boxes[rows]) if crop_face else None
-    return finish_dataset(BENCHMARKS[name].classes, labels[rows], paths, name=name, split=split,
+    return finish_dataset(DATASET_SPECS[name].classes, labels[rows], paths, name=name, split=split,
                           skip_unreadable=skip_unreadable, notes=notes, loader=loader)

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fer_robust.data.base import FERDataset
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 
 if TYPE_CHECKING:
     from fer_robust.config import DataConfig
@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["DEMO_CLASSES", "DEMO_SPLITS", "draw_face", "demo_targets", "DemoFaceLoader",
            "build_demo_dataset", "save_demo_as_image_folder"]
 
-#: Class order of the demo set (spelled once, in :data:`fer_robust.data.benchmarks.BENCHMARKS`).
-DEMO_CLASSES: tuple[str, ...] = BENCHMARKS["demo"].classes
+#: Class order of the demo set (spelled once, in
+#: :data:`fer_robust.data.dataset_facts.DATASET_SPECS`).
+DEMO_CLASSES: tuple[str, ...] = DATASET_SPECS["demo"].classes
 
 #: Split names and the integer that separates their random streams.
 DEMO_SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}

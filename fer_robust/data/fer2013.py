@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import carve, check_split, finish_dataset, require_dir, require_file
 
 __all__ = ["read_fer2013", "FER2013_USAGE"]
@@ -47,7 +47,7 @@ class _ArrayLoader:
 def _parse_csv(csv_file: Path, usages: set[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Labels ``(N,)``, faces ``(N, 48, 48)`` uint8 and line numbers of the rows whose Usage is in
     ``usages`` (other rows are checked for their label and Usage but their pixels not decoded)."""
-    num_classes = len(BENCHMARKS["fer2013"].classes)
+    num_classes = len(DATASET_SPECS["fer2013"].classes)
     labels: list[int] = []
     faces: list[np.ndarray] = []
     lines: list[int] = []
@@ -118,7 +118,7 @@ def read_fer2013(root: str | Path, split: str, *, skip_unreadable: bool = False,
         labels, pixels, lines = labels[rows], pixels[rows], [lines[i] for i in rows]
         notes.append(f"{split} carved from Usage=Training (val_fraction={val_fraction}, "
                      f"split_seed={split_seed}); PublicTest unused")
-    return finish_dataset(BENCHMARKS["fer2013"].classes, labels,
+    return finish_dataset(DATASET_SPECS["fer2013"].classes, labels,
                           [f"{csv_file.name}:{n}" for n in lines], name="fer2013", split=split,
                           skip_unreadable=skip_unreadable, check_files=False, notes=notes,
                           loader=_ArrayLoader(pixels))

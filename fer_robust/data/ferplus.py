@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import check_split, finish_dataset, require_dir, require_file
 
 __all__ = ["read_ferplus", "majority_vote", "FERPLUS_SPLIT_FOLDERS"]
@@ -102,7 +102,7 @@ def read_ferplus(root: str | Path, split: str, *, skip_unreadable: bool = False)
     kept = np.flatnonzero(keep)
     notes = [f"majority vote kept {kept.size} of {len(names)} rows of {label_file.name} "
              f"(dropped {len(names) - kept.size}: ambiguous, unknown or not a face)"]
-    return finish_dataset(BENCHMARKS["ferplus"].classes, labels[kept],
+    return finish_dataset(DATASET_SPECS["ferplus"].classes, labels[kept],
                           [str(folder / names[i]) for i in kept], name="ferplus", split=split,
                           skip_unreadable=skip_unreadable, notes=notes,
                           votes=votes[kept, :_NUM_EMOTIONS].astype(np.float32))

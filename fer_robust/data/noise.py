@@ -1,6 +1,8 @@
 """Label noise injected into a training split, to study (and test) learning from noisy labels.
 
-Four kinds, chosen by :class:`~fer_robust.config.NoiseConfig` ``type``:
+Four kinds, chosen by :class:`~fer_robust.config.NoiseConfig` ``type``; each is a function
+registered by name with :func:`register_noise` (:data:`NOISE_KINDS` is the one list of valid
+``data.noise.type`` values, and config validation asks it):
 
 * ``none``: labels unchanged.
 * ``symmetric``: exactly ``round(rate * N)`` samples, chosen uniformly at random, take a label drawn
@@ -18,13 +20,31 @@ Everything is drawn from ``numpy.random.default_rng(cfg.seed)``: the same seed g
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import numpy as np
 
 from fer_robust.config import NoiseConfig
 from fer_robust.utils import atomic_save_npz
 
-__all__ = ["inject_label_noise", "default_confusable", "save_noisy_labels", "load_noisy_labels"]
+__all__ = ["NOISE_KINDS", "register_noise", "inject_label_noise", "default_confusable",
+           "save_noisy_labels", "load_noisy_labels"]
+
+#: ``noisy = draw(targets, num_classes, rate, rng, votes, confusable)``: the new ``(N,)`` labels.
+NoiseDraw = Callable[[np.ndarray, int, float, np.random.Generator, "np.ndarray | None",
+                      "dict[int, int] | np.ndarray | None"], np.ndarray]
+#: Every ``data.noise.type``: the function that draws it.
+NOISE_KINDS: dict[str, NoiseDraw] = {}
+
+
+def register_noise(kind: str) -> Callable[[NoiseDraw], NoiseDraw]:
+    """Decorator registering a noise draw (see :data:`NoiseDraw`) as ``data.noise.type=kind``."""
+    def decorator(draw: NoiseDraw) -> NoiseDraw:
+        if kind in NOISE_KINDS:
+            raise ValueError(f"noise type {kind!r} is already registered")
+        NOISE_KINDS[kind] = draw
+        return draw
+    return decorator
 
 
 def default_confusable(num_classes: int) -> dict[int, int]:
@@ -45,7 +65,7 @@ def inject_label_noise(targets: np.ndarray, num_classes: int, cfg: NoiseConfig,
         votes: ``(N, C)`` annotator vote counts, needed by ``annotator`` only.
         confusable: for ``asymmetric``, the class each class is flipped to: a ``{class: class}``
             map (classes missing from it keep their labels) or a ``(C,)`` array such as
-            ``BenchmarkSpec.confusable_targets()``. ``None`` means :func:`default_confusable`.
+            ``DatasetSpec.confusable_targets()``. ``None`` means :func:`default_confusable`.
 
     Returns:
         ``(noisy_targets, changed_mask)``: ``(N,)`` int64 labels and ``(N,)`` bool, True where the
@@ -59,55 +79,72 @@ def inject_label_noise(targets: np.ndarray, num_classes: int, cfg: NoiseConfig,
         raise ValueError(f"targets must lie in 0..{num_classes - 1}")
     if not 0.0 <= cfg.rate < 1.0:
         raise ValueError(f"noise rate must be in [0, 1), got {cfg.rate}")
+    if cfg.type not in NOISE_KINDS:
+        raise ValueError(f"unknown noise type {cfg.type!r}; valid: {', '.join(NOISE_KINDS)}")
     rng = np.random.default_rng(cfg.seed)
-    noisy = targets.copy()
-
-    if cfg.type == "none":
-        pass
-    elif cfg.type == "symmetric":
-        if num_classes < 2:
-            raise ValueError("symmetric noise needs at least 2 classes")
-        flip = rng.choice(n, size=round(cfg.rate * n), replace=False)
-        # An offset in 1..C-1 (mod C) is uniform over the other classes and never the same class.
-        noisy[flip] = (targets[flip] + rng.integers(1, num_classes, size=len(flip))) % num_classes
-    elif cfg.type == "asymmetric":
-        if confusable is None:
-            mapping = default_confusable(num_classes)
-        elif isinstance(confusable, dict):
-            mapping = {int(k): int(v) for k, v in confusable.items()}
-        else:
-            mapping = {c: int(v) for c, v in enumerate(np.asarray(confusable).tolist())}
-        for src, dst in mapping.items():
-            if not (0 <= src < num_classes and 0 <= dst < num_classes) or src == dst:
-                raise ValueError(f"confusable map entry {src} -> {dst} must join two different "
-                                 f"classes in 0..{num_classes - 1}")
-        for src in sorted(mapping):
-            members = np.flatnonzero(targets == src)
-            flip = rng.choice(members, size=round(cfg.rate * len(members)), replace=False)
-            noisy[flip] = mapping[src]
-    elif cfg.type == "annotator":
-        if votes is None:
-            raise ValueError("noise type 'annotator' needs per-image annotator vote counts, and this "
-                             "dataset has none (only FERPlus ships them); use 'symmetric' or "
-                             "'asymmetric' noise instead")
-        votes = np.asarray(votes, dtype=np.float64)
-        if votes.shape != (n, num_classes):
-            raise ValueError(f"votes must have shape ({n}, {num_classes}), got {votes.shape}")
-        totals = votes.sum(axis=1)
-        if (votes < 0).any() or (totals <= 0).any():
-            bad = int(np.flatnonzero((totals <= 0) | (votes < 0).any(axis=1))[0])
-            raise ValueError(f"votes of sample {bad} are negative or all zero: {votes[bad].tolist()}")
-        # Inverse-CDF draw, one uniform per image: the chosen tagger's vote.
-        cdf = np.cumsum(votes / totals[:, None], axis=1)
-        u = rng.random(n)[:, None]
-        noisy = np.minimum((u >= cdf).sum(axis=1), num_classes - 1).astype(np.int64)
-        # The draw above cannot land on a zero-vote class except through float round-off at the end.
-        zero = votes[np.arange(n), noisy] <= 0
-        noisy[zero] = votes[zero].argmax(axis=1)
-    else:
-        raise ValueError(f"unknown noise type {cfg.type!r}; valid: none, symmetric, asymmetric, "
-                         "annotator")
+    noisy = NOISE_KINDS[cfg.type](targets, num_classes, cfg.rate, rng, votes, confusable)
     return noisy, noisy != targets
+
+
+@register_noise("none")
+def _unchanged(targets, num_classes, rate, rng, votes, confusable) -> np.ndarray:
+    return targets.copy()
+
+
+@register_noise("symmetric")
+def _symmetric(targets, num_classes, rate, rng, votes, confusable) -> np.ndarray:
+    if num_classes < 2:
+        raise ValueError("symmetric noise needs at least 2 classes")
+    n = len(targets)
+    noisy = targets.copy()
+    flip = rng.choice(n, size=round(rate * n), replace=False)
+    # An offset in 1..C-1 (mod C) is uniform over the other classes and never the same class.
+    noisy[flip] = (targets[flip] + rng.integers(1, num_classes, size=len(flip))) % num_classes
+    return noisy
+
+
+@register_noise("asymmetric")
+def _asymmetric(targets, num_classes, rate, rng, votes, confusable) -> np.ndarray:
+    if confusable is None:
+        mapping = default_confusable(num_classes)
+    elif isinstance(confusable, dict):
+        mapping = {int(k): int(v) for k, v in confusable.items()}
+    else:
+        mapping = {c: int(v) for c, v in enumerate(np.asarray(confusable).tolist())}
+    for src, dst in mapping.items():
+        if not (0 <= src < num_classes and 0 <= dst < num_classes) or src == dst:
+            raise ValueError(f"confusable map entry {src} -> {dst} must join two different "
+                             f"classes in 0..{num_classes - 1}")
+    noisy = targets.copy()
+    for src in sorted(mapping):
+        members = np.flatnonzero(targets == src)
+        flip = rng.choice(members, size=round(rate * len(members)), replace=False)
+        noisy[flip] = mapping[src]
+    return noisy
+
+
+@register_noise("annotator")
+def _annotator(targets, num_classes, rate, rng, votes, confusable) -> np.ndarray:
+    if votes is None:
+        raise ValueError("noise type 'annotator' needs per-image annotator vote counts, and this "
+                         "dataset has none (only FERPlus ships them); use 'symmetric' or "
+                         "'asymmetric' noise instead")
+    n = len(targets)
+    votes = np.asarray(votes, dtype=np.float64)
+    if votes.shape != (n, num_classes):
+        raise ValueError(f"votes must have shape ({n}, {num_classes}), got {votes.shape}")
+    totals = votes.sum(axis=1)
+    if (votes < 0).any() or (totals <= 0).any():
+        bad = int(np.flatnonzero((totals <= 0) | (votes < 0).any(axis=1))[0])
+        raise ValueError(f"votes of sample {bad} are negative or all zero: {votes[bad].tolist()}")
+    # Inverse-CDF draw, one uniform per image: the chosen tagger's vote.
+    cdf = np.cumsum(votes / totals[:, None], axis=1)
+    u = rng.random(n)[:, None]
+    noisy = np.minimum((u >= cdf).sum(axis=1), num_classes - 1).astype(np.int64)
+    # The draw above cannot land on a zero-vote class except through float round-off at the end.
+    zero = votes[np.arange(n), noisy] <= 0
+    noisy[zero] = votes[zero].argmax(axis=1)
+    return noisy
 
 
 def save_noisy_labels(path: str | os.PathLike, noisy: np.ndarray, clean: np.ndarray,

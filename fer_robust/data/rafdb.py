@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import carve, check_split, finish_dataset, require_dir, require_file
 
 __all__ = ["read_rafdb", "RAFDB_LABEL_FILE"]
@@ -30,7 +30,7 @@ def _parse_partition_file(label_file: Path) -> tuple[list[str], np.ndarray, np.n
     names: list[str] = []
     labels: list[int] = []
     is_test: list[bool] = []
-    num_classes = len(BENCHMARKS["rafdb"].classes)
+    num_classes = len(DATASET_SPECS["rafdb"].classes)
     with open(label_file) as f:
         for line_no, line in enumerate(f, start=1):
             fields = line.split()
@@ -83,5 +83,5 @@ def read_rafdb(root: str | Path, split: str, *, skip_unreadable: bool = False,
     for i in rows:
         stem, ext = names[i].rsplit(".", 1) if "." in names[i] else (names[i], "jpg")
         paths.append(str(images / f"{stem}{image_suffix}.{ext}"))
-    return finish_dataset(BENCHMARKS["rafdb"].classes, labels[rows], paths, name="rafdb",
+    return finish_dataset(DATASET_SPECS["rafdb"].classes, labels[rows], paths, name="rafdb",
                           split=split, skip_unreadable=skip_unreadable)

@@ -1,9 +1,11 @@
-"""Build any benchmark's split from a :class:`~fer_robust.config.DataConfig`, and summarise it.
+"""Build any dataset's split from a :class:`~fer_robust.config.DataConfig`, and summarise it.
 
 ``data.name`` picks the reader; ``data.root``, ``data.val_fraction``, ``data.split_seed`` and
 ``data.skip_unreadable`` are passed on; ``data.cache_in_memory`` decodes the split once after
-reading. Readers live one per benchmark (``ferplus.py``, ``rafdb.py`` ...); this module only
-dispatches, so adding a benchmark is one reader plus one branch here.
+reading. Readers live one per dataset (``ferplus.py``, ``rafdb.py`` ...) and register here by name
+with :func:`register_dataset` (timm's pattern, as :mod:`fer_robust.models.factory` does for
+models): that registry is the one list of ``data.name`` values, and config validation asks it.
+Adding a dataset is one reader plus one registered function here.
 """
 from __future__ import annotations
 
@@ -11,57 +13,110 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from fer_robust.data.base import FERDataset
-from fer_robust.data.benchmarks import BENCHMARKS, SPLITS
 from fer_robust.data._reading import SplitNotFoundError
+from fer_robust.data.affectnet import read_affectnet
+from fer_robust.data.base import FERDataset
+from fer_robust.data.dataset_facts import DATASET_SPECS, SPLITS
+from fer_robust.data.demo import build_demo_dataset
+from fer_robust.data.fer2013 import read_fer2013
+from fer_robust.data.ferplus import read_ferplus
+from fer_robust.data.image_folder import read_image_folder
+from fer_robust.data.rafdb import read_rafdb
+from fer_robust.data.sfew import read_sfew
 
 if TYPE_CHECKING:
     from fer_robust.config import DataConfig
 
-__all__ = ["DATASET_NAMES", "build_dataset", "read_split", "dataset_summary", "format_summary"]
+__all__ = ["register_dataset", "list_datasets", "build_dataset", "read_split", "dataset_summary",
+           "format_summary"]
 
-#: Every ``data.name`` this module can build.
-DATASET_NAMES: tuple[str, ...] = ("demo", "ferplus", "rafdb", "affectnet7", "affectnet8", "sfew",
-                                  "fer2013", "folder")
+Reader = Callable[["DataConfig", str], FERDataset]
+_READERS: dict[str, Reader] = {}
 
 
-def read_split(data_cfg: "DataConfig", split: str) -> FERDataset:
-    """The raw split (no transform, no cache) from the reader ``data_cfg.name`` names."""
-    name = data_cfg.name
-    if name == "demo":
-        # Imported here: the demo set draws its images and needs none of the file readers.
-        from fer_robust.data.demo import build_demo_dataset
-        return build_demo_dataset(data_cfg, split)
+def register_dataset(name: str) -> Callable[[Reader], Reader]:
+    """Decorator registering ``reader(data_cfg, split) -> FERDataset`` as ``data.name=name``."""
+    def decorator(reader: Reader) -> Reader:
+        if name in _READERS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _READERS[name] = reader
+        return reader
+    return decorator
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by ``DataConfig.name``, in registration order."""
+    return list(_READERS)
+
+
+def _file_options(data_cfg: "DataConfig", split: str) -> tuple[dict, dict]:
+    """``(common, carve)`` keyword arguments of a reader of files under ``data.root``: every
+    reader takes ``common``; those that carve a validation split from train also take ``carve``."""
     if not data_cfg.root:
-        raise ValueError(f"data.root is empty: set it to the folder holding the {name} dataset "
-                         "(see data/README.md for each benchmark's layout)")
+        raise ValueError(f"data.root is empty: set it to the folder holding the {data_cfg.name} "
+                         "dataset (see data/README.md for each dataset's layout)")
     if data_cfg.protocol == "full_train":
         if split == "val":
             raise ValueError("data.protocol=full_train has no validation split: the whole training "
                              "split trains and the last epoch is kept")
-        carve_args = dict(val_fraction=0.0, split_seed=data_cfg.split_seed)  # train keeps every row
+        carve = dict(val_fraction=0.0, split_seed=data_cfg.split_seed)  # train keeps every row
     else:
-        carve_args = dict(val_fraction=data_cfg.val_fraction, split_seed=data_cfg.split_seed)
-    common = dict(skip_unreadable=data_cfg.skip_unreadable)
-    if name == "ferplus":
-        from fer_robust.data.ferplus import read_ferplus
-        return read_ferplus(data_cfg.root, split, **common)
-    if name == "rafdb":
-        from fer_robust.data.rafdb import read_rafdb
-        return read_rafdb(data_cfg.root, split, **common, **carve_args)
-    if name in ("affectnet7", "affectnet8"):
-        from fer_robust.data.affectnet import read_affectnet
-        return read_affectnet(data_cfg.root, split, num_classes=int(name[-1]), **common, **carve_args)
-    if name == "sfew":
-        from fer_robust.data.sfew import read_sfew
-        return read_sfew(data_cfg.root, split, **common, **carve_args)
-    if name == "fer2013":
-        from fer_robust.data.fer2013 import read_fer2013
-        return read_fer2013(data_cfg.root, split, **common, **carve_args)
-    if name == "folder":
-        from fer_robust.data.image_folder import read_image_folder
-        return read_image_folder(data_cfg.root, split, **common, **carve_args)
-    raise ValueError(f"unknown dataset {name!r}; known: {list(DATASET_NAMES)}")
+        carve = dict(val_fraction=data_cfg.val_fraction, split_seed=data_cfg.split_seed)
+    return dict(skip_unreadable=data_cfg.skip_unreadable), carve
+
+
+@register_dataset("demo")
+def _demo(data_cfg: "DataConfig", split: str) -> FERDataset:
+    return build_demo_dataset(data_cfg, split)  # drawn: no root, no files
+
+
+@register_dataset("ferplus")
+def _ferplus(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, _ = _file_options(data_cfg, split)  # FERPlus ships its own validation split
+    return read_ferplus(data_cfg.root, split, **common)
+
+
+@register_dataset("rafdb")
+def _rafdb(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, carve = _file_options(data_cfg, split)
+    return read_rafdb(data_cfg.root, split, **common, **carve)
+
+
+@register_dataset("affectnet7")
+def _affectnet7(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, carve = _file_options(data_cfg, split)
+    return read_affectnet(data_cfg.root, split, num_classes=7, **common, **carve)
+
+
+@register_dataset("affectnet8")
+def _affectnet8(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, carve = _file_options(data_cfg, split)
+    return read_affectnet(data_cfg.root, split, num_classes=8, **common, **carve)
+
+
+@register_dataset("sfew")
+def _sfew(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, carve = _file_options(data_cfg, split)
+    return read_sfew(data_cfg.root, split, **common, **carve)
+
+
+@register_dataset("fer2013")
+def _fer2013(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, carve = _file_options(data_cfg, split)
+    return read_fer2013(data_cfg.root, split, **common, **carve)
+
+
+@register_dataset("folder")
+def _folder(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, carve = _file_options(data_cfg, split)
+    return read_image_folder(data_cfg.root, split, **common, **carve)
+
+
+def read_split(data_cfg: "DataConfig", split: str) -> FERDataset:
+    """The raw split (no transform, no cache) from the reader ``data_cfg.name`` names."""
+    if data_cfg.name not in _READERS:
+        raise ValueError(f"unknown dataset {data_cfg.name!r}; known: {list_datasets()}")
+    return _READERS[data_cfg.name](data_cfg, split)
 
 
 def train_subset(dataset: FERDataset, fraction: float, seed: int) -> FERDataset:
@@ -134,7 +189,7 @@ def format_summary(summary: dict) -> str:
     lines.append("-" * len(header))
     lines.append(f"{'total':<{width}}" + "".join(f"{summary['splits'][s]['total']:>10,}"
                                                   for s in present))
-    spec = BENCHMARKS.get(summary["name"])
+    spec = DATASET_SPECS.get(summary["name"])
     for s in SPLITS:
         info = summary["splits"].get(s, {})
         if "absent" in info:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fer_robust.data.base import FERDataset
-from fer_robust.data.benchmarks import BENCHMARKS
+from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import carve, check_split, finish_dataset, require_dir
 from fer_robust.data.image_folder import scan_class_folders
 
@@ -32,7 +32,7 @@ def read_sfew(root: str | Path, split: str, *, skip_unreadable: bool = False,
     """
     check_split(split, "sfew")
     root = require_dir(Path(root), "SFEW root")
-    classes = BENCHMARKS["sfew"].classes
+    classes = DATASET_SPECS["sfew"].classes
     source = "Val" if split == "test" else "Train"
     split_dir = require_dir(root / source, f"SFEW {split}", missing_split=True)
     paths, targets, notes = scan_class_folders(split_dir, classes, f"SFEW {split}")

@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 
 from fer_robust.utils import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["CheckpointManager", "save_model_weights", "load_model_weights", "CheckpointError"]
+__all__ = ["CheckpointManager", "save_model_weights", "load_model_weights", "latest_checkpoint",
+           "load_trainer_tensors", "CheckpointError"]
 
 
 class CheckpointError(FileNotFoundError):
@@ -44,6 +45,24 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit the model built from its config: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The folder ``checkpoints/latest`` points to, or None."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_trainer_tensors(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The trainer's tensors saved in checkpoint folder ``path`` (``trainer_state.safetensors``),
+    those whose key starts with ``prefix``, with the prefix removed (e.g. ``"loss_history."``)."""
+    file = Path(path) / "trainer_state.safetensors"
+    if not file.is_file():
+        raise CheckpointError(f"incomplete checkpoint {path}: trainer_state.safetensors is missing")
+    return {k[len(prefix):]: v for k, v in load_file(str(file)).items() if k.startswith(prefix)}
 
 
 class CheckpointManager:
@@ -82,11 +101,7 @@ class CheckpointManager:
             shutil.rmtree(p, ignore_errors=True)
 
     def latest(self) -> Path | None:
-        pointer = self.dir / "latest"
-        if not pointer.is_file():
-            return None
-        path = self.dir / pointer.read_text().strip()
-        return path if path.is_dir() else None
+        return latest_checkpoint(self.dir.parent)
 
     def load(self, path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         """Restore accelerate's state from ``path``; return the trainer's scalars and tensors."""

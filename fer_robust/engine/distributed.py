@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import (DistributedDataParallelKwargs, ProjectConfiguration,
                                broadcast_object_list)
 
-__all__ = ["build_accelerator", "gather_by_index", "broadcast_object"]
+__all__ = ["build_accelerator", "gather_by_index", "broadcast_object", "run_on_main"]
 
 
 def build_accelerator(mixed_precision: str = "no", grad_accum_steps: int = 1,
@@ -50,17 +50,24 @@ def build_accelerator(mixed_precision: str = "no", grad_accum_steps: int = 1,
 
 @torch.no_grad()
 def gather_by_index(accelerator: Accelerator, index: torch.Tensor, values: dict[str, torch.Tensor],
-                    arrays: dict[str, np.ndarray]) -> None:
+                    arrays: dict[str, np.ndarray], num_samples: int | None = None) -> np.ndarray:
     """Gather ``(index, value)`` pairs from every process and scatter them into ``arrays`` by index.
 
     Loaders sharded by accelerate pad the last batch with duplicates of earlier samples; a padded
     duplicate carries the same index and the same value, so writing it twice is harmless. After the
-    pass every process holds identical arrays.
+    pass every process holds identical arrays. An array missing from ``arrays`` is created with
+    ``num_samples`` rows (floating values as float32). Returns the gathered indices.
     """
     index = accelerator.gather(index.to(accelerator.device)).cpu().numpy()
     for name, value in values.items():
-        gathered = accelerator.gather(value.contiguous().to(accelerator.device)).float().cpu().numpy()
+        value = value.float() if value.is_floating_point() else value
+        gathered = accelerator.gather(value.contiguous().to(accelerator.device)).cpu().numpy()
+        if name not in arrays:
+            if num_samples is None:
+                raise ValueError(f"no array for {name!r}: pass num_samples to create it")
+            arrays[name] = np.zeros((num_samples, *gathered.shape[1:]), gathered.dtype)
         arrays[name][index] = gathered
+    return index
 
 
 def broadcast_object(accelerator: Accelerator, obj: Any) -> Any:
@@ -71,3 +78,8 @@ def broadcast_object(accelerator: Accelerator, obj: Any) -> Any:
     broadcast_object_list(box, from_process=0)
     return box[0]
 
+
+
+def run_on_main(accelerator: Accelerator, fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` once, on the main process, and return its (picklable) result on every process."""
+    return broadcast_object(accelerator, fn() if accelerator.is_main_process else None)

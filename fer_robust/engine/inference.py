@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 
 from fer_robust.config import Config, load_config
-from fer_robust.engine.checkpoint import CheckpointError, load_model_weights
+from fer_robust.engine.checkpoint import CheckpointError, latest_checkpoint, load_model_weights
 from fer_robust.models.factory import build_model
 
-__all__ = ["resolve_checkpoint", "load_trained_model"]
+__all__ = ["resolve_checkpoint", "load_trained_model", "checkpoint_of_weights"]
 
 
 def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
@@ -34,6 +34,27 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
         raise CheckpointError(f"no config.yaml found beside {path} or its run directory")
     raise CheckpointError(f"{path} is neither a run directory, a checkpoint folder nor a "
                           ".safetensors file")
+
+
+def checkpoint_of_weights(run_dir: Path, weights: Path) -> Path | None:
+    """The checkpoint folder saved with the same model as ``weights`` (so its trainer state, e.g.
+    the loss history, is the one that went with that model), or None when the run no longer keeps
+    it: a checkpoint's own ``model.safetensors``; for ``last_model.safetensors`` the latest
+    checkpoint (the last epoch is always checkpointed); for ``best_model.safetensors`` the
+    checkpoint of the best epoch (``best.json``), if it was not pruned."""
+    weights = Path(weights)
+    if weights.name == "model.safetensors":
+        folder: Path | None = weights.parent
+    elif weights.name == "last_model.safetensors":
+        folder = latest_checkpoint(run_dir)
+    elif weights.name == "best_model.safetensors" and (run_dir / "best.json").is_file():
+        epoch = json.loads((run_dir / "best.json").read_text())["epoch"]
+        folder = run_dir / "checkpoints" / f"epoch_{epoch:03d}"
+    else:
+        folder = None
+    if folder is None or not (folder / "trainer_state.safetensors").is_file():
+        return None
+    return folder
 
 
 def load_trained_model(path: str | Path, overrides: list[str] | None = None

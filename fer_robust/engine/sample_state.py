@@ -8,9 +8,13 @@ so each decision can be audited, and with every checkpoint so ``--resume`` conti
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from fer_robust.robust.selection import RobustDecision
 
 __all__ = ["SampleState"]
 
@@ -73,6 +77,19 @@ class SampleState:
         self.ce_weight[:] = 1.0
         self.soft_weight[:] = 0.0
         self.relabeled_mask[:] = False
+
+    def apply_decision(self, decision: "RobustDecision") -> None:
+        """Train on a robust decision: the samples the split calls clean keep their given label
+        (cross-entropy weight 1, the others 0); the relabelled ones train on their soft label.
+        The soft labels of every retrieved sample are kept (zeros elsewhere) for the record, so
+        :meth:`RobustDecision.from_sample_arrays` reads the decision back."""
+        self.clean_prob = decision.clean_prob
+        self.clean_mask = decision.clean_mask
+        self.ce_weight = decision.clean_mask.astype(np.float32)
+        self.soft_labels = np.where(decision.retrieved_mask[:, None], decision.soft_labels, 0.0
+                                    ).astype(np.float32)
+        self.relabeled_mask = decision.relabeled_mask
+        self.soft_weight = decision.relabeled_mask.astype(np.float32)
 
     def batch_targets(self, index: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         """The rows of a batch (by dataset index) as tensors on ``device``."""

@@ -1,8 +1,11 @@
-"""Training stages: what happens to the per-sample state around each epoch.
+"""Training stages: what each sample trains on, decided before each epoch.
 
-A run is a sequence of stages (``cfg.stages``). Each stage kind decides, before an epoch, which
-samples train on which targets with which weights by editing the trainer's :class:`SampleState`;
-the training step itself is the same for every stage and sums the loss terms the stage weights.
+A run is a sequence of stages (``cfg.stages``). Before an epoch the trainer hands the epoch's stage
+a :class:`StageInputs`: the per-sample state and, on the epochs the stage asks for one
+(:meth:`Stage.needs_sample_pass`), the per-sample pass over the training set. The stage decides
+which samples train on which targets with which weights and sets it on the
+:class:`~fer_robust.engine.sample_state.SampleState` in one method call; the training step itself
+is the same for every stage and sums the loss terms the stage weights.
 
 - ``warmup``: every sample trains on its given label (cross-entropy, plus MIM for the two-branch
   model). DR-FER warms up before self-paced learning so per-sample losses become informative.
@@ -11,45 +14,94 @@ the training step itself is the same for every stage and sums the loss terms the
 - ``semi_supervised``: as self-paced, plus retrieval relabelling: noisy samples train on soft
   labels from their clean neighbours (soft cross-entropy, optionally only confident ones).
 
-New kinds register with :func:`register_stage`.
+New kinds register with :func:`register_stage` (or, for a stage that must not outlive the
+measurement that defines it, :func:`registered_stage`); ``stages.N.kind`` accepts every registered
+kind.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
-import numpy as np
-import torch
+from fer_robust.config import RobustConfig, StageConfig
+from fer_robust.engine.evaluation import SamplePassResult
+from fer_robust.engine.sample_state import SampleState
+from fer_robust.robust.gmm_split import LossHistory
+from fer_robust.robust.metrics import decision_figures
+from fer_robust.robust.selection import RobustDecision, split_and_relabel
 
-from fer_robust.config import StageConfig
-from fer_robust.engine.distributed import broadcast_object
-from fer_robust.robust.metrics import (noise_detection_metrics, per_class_clean_ratio,
-                                       relabel_accuracy)
-from fer_robust.robust.selection import split_and_relabel
+__all__ = ["Stage", "StageInputs", "WarmupStage", "SelfPacedStage", "SemiSupervisedStage",
+           "build_stage", "register_stage", "registered_stage", "STAGE_KINDS"]
 
-if TYPE_CHECKING:
-    from fer_robust.engine.trainer import Trainer
-
-__all__ = ["Stage", "WarmupStage", "SelfPacedStage", "SemiSupervisedStage", "build_stage",
-           "register_stage", "STAGE_KINDS"]
-
+#: Every ``stages.N.kind``: the stage class registered under it.
 STAGE_KINDS: dict[str, type["Stage"]] = {}
 
 
 def register_stage(kind: str) -> Callable[[type], type]:
+    """Class decorator registering a :class:`Stage` subclass under ``kind``."""
     def deco(cls: type) -> type:
+        if kind in STAGE_KINDS:
+            raise ValueError(f"stage kind {kind!r} is already registered")
         cls.kind = kind
         STAGE_KINDS[kind] = cls
         return cls
     return deco
 
 
+@contextmanager
+def registered_stage(kind: str, cls: type["Stage"]) -> Iterator[type["Stage"]]:
+    """Register ``cls`` under ``kind`` for the duration of a ``with`` block only: for a stage that
+    exists for one measurement (``benchmarks/oracle_selection.py``) and must not outlive it."""
+    register_stage(kind)(cls)
+    try:
+        yield cls
+    finally:
+        STAGE_KINDS.pop(kind, None)
+
+
+def _run_here(fn: Callable[[], Any]) -> Any:
+    return fn()
+
+
+@dataclass
+class StageInputs:
+    """What the trainer hands a stage before epoch ``epoch``.
+
+    sample_state: the per-sample state; a stage changes it in one method call
+        (:meth:`~SampleState.reset_to_given` or :meth:`~SampleState.apply_decision`).
+    robust: the run's ``robust`` settings.
+    num_classes: C.
+    loss_history: the per-sample losses of the earlier passes (``robust.split.loss_window``); the
+        decision appends this pass's.
+    sample_pass: the per-sample pass over the training set in eval mode, run by the trainer on the
+        epochs the stage asks for one (:meth:`Stage.needs_sample_pass`); ``None`` on the others.
+    run_on_main: runs a function once, on the main process, and returns its result on every
+        process: the GMM and FAISS work is done once and every process trains on its result.
+    """
+    epoch: int
+    sample_state: SampleState
+    robust: RobustConfig
+    num_classes: int
+    loss_history: LossHistory | None = None
+    sample_pass: SamplePassResult | None = None
+    run_on_main: Callable[[Callable[[], Any]], Any] = _run_here
+
+
 class Stage:
-    """Base stage: trains on whatever the sample state says, changes nothing."""
+    """Base stage: trains on whatever the sample state says, changes nothing.
+
+    Args:
+        cfg: the stage's config (name, kind, epochs, loss weights).
+        first_epoch: the run's epoch this stage starts at.
+        pass_every: ``robust.pass_every``: a robust stage decides every this many epochs.
+    """
     kind = "base"
 
-    def __init__(self, cfg: StageConfig, first_epoch: int):
+    def __init__(self, cfg: StageConfig, first_epoch: int, pass_every: int = 1):
         self.cfg = cfg
         self.first_epoch = first_epoch
+        self.pass_every = max(int(pass_every), 1)
 
     @property
     def name(self) -> str:
@@ -58,26 +110,55 @@ class Stage:
     def weight(self, term: str) -> float:
         return float(self.cfg.loss_weights.get(term, 0.0))
 
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> dict:
-        """Edit ``trainer.sample_state`` before training epoch ``epoch``; return metrics to log."""
+    def needs_sample_pass(self, epoch: int) -> bool:
+        """Whether the trainer runs the per-sample pass before ``epoch`` for this stage."""
+        return False
+
+    def on_epoch_start(self, inputs: StageInputs) -> dict:
+        """Set what each sample trains on in ``inputs.epoch``; return the metrics to log."""
         return {}
 
 
 @register_stage("warmup")
 class WarmupStage(Stage):
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> dict:
-        trainer.sample_state.reset_to_given()
+    def on_epoch_start(self, inputs: StageInputs) -> dict:
+        inputs.sample_state.reset_to_given()
         return {}
 
 
 @register_stage("self_paced")
 class SelfPacedStage(Stage):
+    """Per-sample pass -> GMM split (-> retrieval relabelling) -> new sample weights and targets,
+    every ``pass_every`` epochs; in between, samples keep training on the last decision."""
     relabel = False
 
-    def on_epoch_start(self, trainer: "Trainer", epoch: int) -> dict:
-        if (epoch - self.first_epoch) % max(trainer.cfg.robust.pass_every, 1):
+    def needs_sample_pass(self, epoch: int) -> bool:
+        return (epoch - self.first_epoch) % self.pass_every == 0
+
+    def decide(self, inputs: StageInputs) -> RobustDecision:
+        """The decision from this epoch's per-sample pass (one call of the function
+        ``tools/relabel.py`` calls, so the tool shows exactly what training does)."""
+        result = inputs.sample_pass
+        return split_and_relabel(result.loss, result.embedding, inputs.sample_state.given_labels,
+                                 inputs.num_classes, inputs.robust.split, inputs.robust.relabel,
+                                 relabel=self.relabel, probs=result.prob,
+                                 history=inputs.loss_history)
+
+    def on_epoch_start(self, inputs: StageInputs) -> dict:
+        if inputs.sample_pass is None:
             return {}
-        return robust_update(trainer, epoch, relabel=self.relabel)
+        state = inputs.sample_state
+        decision = inputs.run_on_main(lambda: self.decide(inputs))
+        state.apply_decision(decision)
+        figures = decision_figures(decision, state.given_labels, inputs.num_classes,
+                                   state.true_labels)
+        metrics = {k: figures[k] for k in ("clean_ratio", "clean_ratio_per_class", "num_relabeled")}
+        metrics["train_pass_accuracy_given"] = float(
+            (inputs.sample_pass.pred == state.given_labels).mean())
+        metrics.update({k: float(v) for k, v in figures.items() if k.startswith("split_")})
+        metrics.update({k: figures[k] for k in ("relabel_accuracy", "relabel_accuracy_changed")
+                        if k in figures})
+        return metrics
 
 
 @register_stage("semi_supervised")
@@ -85,66 +166,6 @@ class SemiSupervisedStage(SelfPacedStage):
     relabel = True
 
 
-def build_stage(cfg: StageConfig, first_epoch: int) -> Stage:
-    return STAGE_KINDS[cfg.kind](cfg, first_epoch)
-
-
-def robust_update(trainer: "Trainer", epoch: int, relabel: bool) -> dict:
-    """Per-sample pass -> GMM split -> (retrieval relabelling) -> new sample weights and targets.
-
-    The pass runs on every process (sharded, gathered by index); the split and the FAISS search
-    run once on the main process and their result is broadcast, so all processes train on the
-    same decision.
-    """
-    state = trainer.sample_state
-    result = trainer.run_sample_pass()
-    losses = trainer.loss_history.update(result.loss)
-    decision = None
-    if trainer.accelerator.is_main_process:
-        decision = split_and_relabel(losses, result.embedding, state.given_labels,
-                                     trainer.num_classes, trainer.cfg.robust.split,
-                                     trainer.cfg.robust.relabel, relabel=relabel,
-                                     probs=result.prob)
-    decision = broadcast_object(trainer.accelerator, decision)
-
-    rcfg = trainer.cfg.robust.relabel
-    state.clean_prob = decision.clean_prob
-    state.clean_mask = decision.clean_mask
-    state.ce_weight = decision.clean_mask.astype(np.float32)
-    state.soft_labels = np.where(decision.relabeled_mask[:, None], decision.soft_labels, 0.0
-                                 ).astype(np.float32)
-    use_soft = decision.relabeled_mask & (decision.confidence >= rcfg.min_confidence)
-    state.relabeled_mask = use_soft
-    state.soft_weight = use_soft.astype(np.float32)
-
-    # Fill the DCL memory with this pass's clean embeddings (eval-mode, so the class statistics
-    # describe the current model rather than a mix of older training steps).
-    if trainer.dcl is not None:
-        trainer.dcl.reset_memory()
-        clean = np.flatnonzero(decision.clean_mask)
-        order = np.random.default_rng(trainer.cfg.seed + epoch).permutation(clean)
-        trainer.dcl.update_memory(torch.from_numpy(result.embedding[order]).to(trainer.device),
-                                  torch.from_numpy(state.given_labels[order]).to(trainer.device))
-
-    metrics = {
-        "clean_ratio": float(decision.clean_mask.mean()),
-        "clean_ratio_per_class": [float(x) for x in per_class_clean_ratio(
-            decision.clean_mask, state.given_labels, trainer.num_classes)],
-        "num_relabeled": int(use_soft.sum()),
-        "train_pass_accuracy_given": float((result.pred == state.given_labels).mean()),
-    }
-    if state.noise_known:
-        changed = state.changed_mask
-        det = noise_detection_metrics(decision.clean_prob, changed, trainer.cfg.robust.split.threshold)
-        metrics.update({f"split_{k}": float(v) for k, v in det.items()})
-        if relabel and decision.relabeled_mask.any():
-            rel = decision.relabeled_mask
-            metrics["relabel_accuracy"] = float(relabel_accuracy(decision.soft_labels[rel],
-                                                                 state.true_labels[rel]))
-            changed_rel = rel & changed
-            if changed_rel.any():
-                metrics["relabel_accuracy_changed"] = float(relabel_accuracy(
-                    decision.soft_labels[changed_rel], state.true_labels[changed_rel]))
-    trainer.save_sample_state(epoch, extra={"loss": result.loss, "pred": result.pred,
-                                            "prob": result.prob})
-    return metrics
+def build_stage(cfg: StageConfig, first_epoch: int, pass_every: int = 1) -> Stage:
+    """The stage ``cfg.kind`` names (a registered kind), starting at ``first_epoch``."""
+    return STAGE_KINDS[cfg.kind](cfg, first_epoch, pass_every)

@@ -3,7 +3,7 @@
 Read top to bottom: :meth:`Trainer.setup` builds data, model, optimiser and scheduler and hands
 them to accelerate; :meth:`Trainer.fit` runs the stages epoch by epoch. Each epoch is
 
-    stage.on_epoch_start  ->  train_one_epoch  ->  evaluate(val)  ->  log  ->  checkpoint
+    begin_epoch (the stage decides)  ->  train_one_epoch  ->  evaluate(val)  ->  log  ->  checkpoint
 
 The same command runs on this CPU, on one GPU, and under ``accelerate launch`` on many GPUs or
 nodes. ``optim.batch_size`` is per process (accelerate's convention); the effective batch is
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +24,23 @@ from tqdm.auto import tqdm
 
 from fer_robust.config import Config, save_config
 from fer_robust.data.base import FERDataset
-from fer_robust.data.benchmarks import confusable_targets
+from fer_robust.data.dataset_facts import confusable_targets
 from fer_robust.data.loaders import build_eval_loader, build_train_loader
 from fer_robust.data.noise import inject_label_noise, save_noisy_labels
 from fer_robust.data.registry import build_dataset
 from fer_robust.data.samplers import build_sampler
 from fer_robust.data.transforms import build_transform
 from fer_robust.engine.checkpoint import CheckpointError, CheckpointManager, save_model_weights
-from fer_robust.engine.distributed import build_accelerator
-from fer_robust.engine.evaluation import classification_metrics, predict_logits
+from fer_robust.engine.distributed import build_accelerator, run_on_main
+from fer_robust.engine.evaluation import (SamplePassResult, classification_metrics, per_sample_pass,
+                                         predict_logits)
 from fer_robust.engine.protocol import has_validation, protocol_banner, selection_record
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
-from fer_robust.engine.stages import Stage, build_stage
+from fer_robust.engine.stages import Stage, StageInputs, build_stage
 from fer_robust.losses.classification import cross_entropy, soft_cross_entropy, weighted_mean
 from fer_robust.models.factory import build_model
 from fer_robust.robust.gmm_split import LossHistory
-from fer_robust.robust.sample_pass import SamplePassResult, per_sample_pass
 from fer_robust.utils import atomic_save_npz, atomic_write_json, seed_everything
 
 __all__ = ["Trainer", "NonFiniteLossError", "RunDirError", "classified_mask"]
@@ -177,6 +178,8 @@ class Trainer:
             from fer_robust.losses.dcl import DistributionContrastiveLoss
             self.dcl = DistributionContrastiveLoss(self.num_classes, self.embed_dim,
                                                    cfg.robust.dcl).to(self.device)
+        # The losses of the earlier passes (robust.split.loss_window). The decision that appends to
+        # it runs on the main process, the one that saves it with each checkpoint.
         self.loss_history = LossHistory(len(self.train_set), cfg.robust.split.loss_window)
 
         (self.model, self.optimizer, self.train_loader,
@@ -222,7 +225,7 @@ class Trainer:
         for st_cfg in self.cfg.stages:
             if st_cfg.epochs == 0:
                 continue  # a stage with zero epochs is skipped
-            stages.append(build_stage(st_cfg, first))
+            stages.append(build_stage(st_cfg, first, self.cfg.robust.pass_every))
             first += st_cfg.epochs
         return stages
 
@@ -283,7 +286,7 @@ class Trainer:
         for epoch in range(self.start_epoch, self.total_epochs):
             stage = self.stage_at(epoch)
             t0 = time.perf_counter()
-            robust_metrics = stage.on_epoch_start(self, epoch)
+            robust_metrics = self.begin_epoch(stage, epoch)
             train_metrics = self.train_one_epoch(epoch, stage)
             val = self.evaluate()
             seconds = time.perf_counter() - t0
@@ -358,9 +361,39 @@ class Trainer:
             f"epoch {r['epoch']:3d} [{r['stage']}] loss {r['loss']:.4f}"
             f"{val}{extra} ({r['epoch_seconds']:.1f}s)")
 
+    def begin_epoch(self, stage: Stage, epoch: int) -> dict:
+        """Let ``stage`` set what every sample trains on in ``epoch``; return what it logs.
+
+        On the epochs the stage asks for one, the trainer runs the per-sample pass and hands it
+        over; after the stage's decision it refills DCL's memory with the clean samples'
+        embeddings and saves the per-sample state (``samples/epoch_XXX.npz``).
+        """
+        sample_pass = self.run_sample_pass() if stage.needs_sample_pass(epoch) else None
+        metrics = stage.on_epoch_start(StageInputs(
+            epoch, self.sample_state, self.cfg.robust, self.num_classes,
+            loss_history=self.loss_history, sample_pass=sample_pass,
+            run_on_main=partial(run_on_main, self.accelerator)))
+        if sample_pass is not None:
+            self._refill_dcl_memory(sample_pass, epoch)
+            self.save_sample_state(epoch, extra={"loss": sample_pass.loss, "pred": sample_pass.pred,
+                                                 "prob": sample_pass.prob})
+        return metrics
+
     def run_sample_pass(self) -> SamplePassResult:
-        return per_sample_pass(self.model, self.pass_loader, self.accelerator, len(self.train_set),
-                               self.num_classes, self.embed_dim, progress=self.cfg.progress_bar)
+        return per_sample_pass(self.model, self.pass_loader, self.accelerator,
+                               progress=self.cfg.progress_bar)
+
+    def _refill_dcl_memory(self, sample_pass: SamplePassResult, epoch: int) -> None:
+        """Fill the DCL memory with this pass's clean embeddings (eval-mode, so the class
+        statistics describe the current model rather than a mix of older training steps)."""
+        if self.dcl is None:
+            return
+        self.dcl.reset_memory()
+        clean = np.flatnonzero(self.sample_state.clean_mask)
+        order = np.random.default_rng(self.cfg.seed + epoch).permutation(clean)
+        labels = self.sample_state.given_labels[order]
+        self.dcl.update_memory(torch.from_numpy(sample_pass.embedding[order]).to(self.device),
+                               torch.from_numpy(labels).to(self.device))
 
     def evaluate(self) -> dict | None:
         """Validation metrics, or None under a protocol without a validation split."""

@@ -2,8 +2,10 @@
 
 :func:`summarize_run` reads only what the trainer wrote to a run directory (``metrics.jsonl``, the
 last ``samples/epoch_XXX.npz``) plus the training split's annotator votes, so a summary can be
-recomputed at any time from the files. :func:`compare` derives the targets of the benchmark
-(damage recovered, margins over the baseline) and :func:`render_markdown` writes the table.
+recomputed at any time from the files; the figures of the last robust decision come from
+:func:`fer_robust.robust.metrics.decision_figures`, the function training logs them with.
+:func:`compare` derives the targets of the benchmark (damage recovered, margins over the baseline)
+and :func:`render_markdown` writes the table.
 
 Definitions (the positive class is "noisy" = the given label differs from the majority label):
 
@@ -37,7 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_robust.config import ConfigError
-from fer_robust.robust.metrics import noise_detection_metrics, total_variation_distance
+from fer_robust.robust.metrics import decision_figures
+from fer_robust.robust.selection import RobustDecision
 
 __all__ = ["summarize_run", "compare", "render_markdown", "plot_setting_curves", "TARGETS"]
 
@@ -56,16 +59,14 @@ def _last_sample_state(run_dir: Path) -> dict[str, np.ndarray] | None:
         return {k: z[k] for k in z.files}
 
 
-def _vote_distances(targets: np.ndarray, given_onehot: np.ndarray, votes: np.ndarray
-                    ) -> tuple[float, float]:
-    if len(targets) == 0:
-        return float("nan"), float("nan")
-    return (float(total_variation_distance(targets, votes).mean()),
-            float(total_variation_distance(given_onehot, votes).mean()))
+# The figures of :func:`~fer_robust.robust.metrics.decision_figures` a run's summary keeps (besides
+# every ``split_*``), under the same names.
+_RUN_FIGURES = ("clean_ratio", "num_relabeled", "relabel_top1", "relabel_top1_changed",
+                "changed_relabeled_share", "noise_rate")
 
 
 def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np.ndarray | None,
-                  votes: np.ndarray | None, num_classes: int, threshold: float = 0.5) -> dict:
+                  votes: np.ndarray | None, num_classes: int) -> dict:
     """The benchmark's figures for one finished training (see the module docstring).
 
     Args:
@@ -75,7 +76,6 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
             ``None`` when unknown.
         votes: ``(N, C)`` annotator vote counts of the training split, or ``None``.
         num_classes: C.
-        threshold: the split's clean-probability threshold (``robust.split.threshold``).
 
     Split figures are given only when some labels were changed; relabelling figures whenever the
     true labels are known (in the clean setting every relabelled sample had a correct label).
@@ -102,42 +102,26 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
         fit = json.loads(final_fit.read_text())
         out["train_accuracy_given"] = fit.get("final_train_accuracy_given")
         out["memorised_share"] = fit.get("final_memorised_share")
-    n, c = len(given_labels), num_classes
+    n = len(given_labels)
     for name, arr in (("true labels", true_labels), ("votes", votes)):
         if arr is not None and len(arr) != n:
             raise ConfigError(f"{run_dir}: {name} cover {len(arr)} samples, the training split {n}")
-    given_onehot = np.eye(c, dtype=np.float32)[given_labels]
     state = _last_sample_state(run_dir)
-    relabeled = np.zeros(n, bool)
-    soft = np.zeros((n, c), np.float32)
+    decision = None
     if state is not None:
         if len(state["given_labels"]) != n or not np.array_equal(state["given_labels"], given_labels):
             raise ConfigError(f"{run_dir}/samples: the saved given labels differ from the dataset's "
                               "(another data root, train fraction or noise seed?)")
-        relabeled = state["relabeled_mask"].astype(bool)
-        soft = state["soft_labels"]
-        out["clean_ratio"] = float(state["clean_mask"].mean())
-        out["num_relabeled"] = int(relabeled.sum())
-        if true_labels is not None:
-            changed = given_labels != true_labels
-            if changed.any():
-                det = noise_detection_metrics(state["clean_prob"], changed, threshold)
-                out.update({f"split_{k}": v for k, v in det.items()})
-            if relabeled.any():
-                out["relabel_top1"] = float((soft[relabeled].argmax(1) == true_labels[relabeled]).mean())
-            both = relabeled & changed
-            if both.any():
-                out["relabel_top1_changed"] = float((soft[both].argmax(1) == true_labels[both]).mean())
-            if changed.any():
-                out["changed_relabeled_share"] = float(both.sum() / changed.sum())
-    if true_labels is not None:
-        out["noise_rate"] = float((given_labels != true_labels).mean())
+        decision = RobustDecision.from_sample_arrays(state)
+    figures = decision_figures(decision, given_labels, num_classes, true_labels, votes)
+    out.update({k: v for k, v in figures.items() if k in _RUN_FIGURES or k.startswith("split_")})
     if votes is not None:
-        targets = np.where(relabeled[:, None], soft, given_onehot)
-        out["tv_soft_to_votes"], out["tv_given_to_votes"] = _vote_distances(
-            soft[relabeled], given_onehot[relabeled], votes[relabeled])
-        out["tv_targets_to_votes_all"], out["tv_given_to_votes_all"] = _vote_distances(
-            targets, given_onehot, votes)
+        # Over the relabelled samples, then over the whole split with each sample's target.
+        relabeled = figures.get("votes_relabeled", {})
+        out["tv_soft_to_votes"] = relabeled.get("tv_soft_to_votes", float("nan"))
+        out["tv_given_to_votes"] = relabeled.get("tv_given_to_votes", float("nan"))
+        out["tv_targets_to_votes_all"] = figures["votes_all"]["tv_soft_to_votes"]
+        out["tv_given_to_votes_all"] = figures["votes_all"]["tv_given_to_votes"]
     return out
 
 

@@ -1,8 +1,9 @@
-"""One place for every benchmark's classes, their order, its splits and its confusable classes.
+"""Facts about every dataset: its classes, their order, its splits and its confusable classes.
 
-Class order is each benchmark's *official* label order (the ids its label files use), so a model
+Class order is each dataset's *official* label order (the ids its label files use), so a model
 trained here reports per-class numbers in the order its peers do. Readers import their class list
-from :data:`BENCHMARKS`; nothing else in the package spells class names.
+from :data:`DATASET_SPECS`; nothing else in the package spells class names. (Which datasets can be
+read, the ``data.name`` values, is the reader registry of :mod:`fer_robust.data.registry`.)
 
 Confusable classes (used by asymmetric, pair-flip label noise): each emotion is flipped to the one
 it is most often mistaken for in published FER confusion matrices (RAF-DB, FERPlus, AffectNet):
@@ -20,8 +21,8 @@ disgust     anger       the same pair, the other way
 contempt    neutral     a faint, one-sided expression usually read as neutral
 ==========  ==========  ==================================================================
 
-The map is written once over canonical emotion names (:data:`CONFUSABLE`) and resolved per benchmark
-by name, so every benchmark (and any image folder whose class names are emotions) gets the same
+The map is written once over canonical emotion names (:data:`CONFUSABLE`) and resolved per dataset
+by name, so every dataset (and any image folder whose class names are emotions) gets the same
 rule in its own class order.
 """
 from __future__ import annotations
@@ -31,8 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["BenchmarkSpec", "BENCHMARKS", "CONFUSABLE", "SPLITS", "canonical_emotion",
-           "confusable_targets", "get_benchmark"]
+__all__ = ["DatasetSpec", "DATASET_SPECS", "CONFUSABLE", "SPLITS", "canonical_emotion",
+           "confusable_targets"]
 
 #: The three splits every reader serves.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -49,7 +50,7 @@ CONFUSABLE: dict[str, str] = {
     "contempt": "neutral",
 }
 
-# Spellings the benchmarks use for the same emotion.
+# Spellings the datasets use for the same emotion.
 _SYNONYMS: dict[str, str] = {
     "neutral": "neutral", "neutrality": "neutral",
     "happy": "happy", "happiness": "happy", "joy": "happy",
@@ -63,12 +64,12 @@ _SYNONYMS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class BenchmarkSpec:
-    """What a benchmark is on disk and by protocol.
+class DatasetSpec:
+    """What a dataset (a FER benchmark) is on disk and by protocol.
 
     Attributes:
         name: the ``data.name`` config value.
-        classes: class names in the benchmark's official label order (id = position).
+        classes: class names in the dataset's official label order (id = position).
         split_sources: split -> where it comes from (folder, file or ``"carved from ..."``).
         carved_splits: splits that do not exist natively and are carved (seeded, stratified).
         expected_counts: split -> the image count of the standard protocol (documentation and
@@ -91,53 +92,45 @@ class BenchmarkSpec:
 
 _AFFECTNET8 = ("Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt")
 
-BENCHMARKS: dict[str, BenchmarkSpec] = {spec.name: spec for spec in [
-    BenchmarkSpec(
+DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
+    DatasetSpec(
         "ferplus",
         ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
         {"train": "FER2013Train/", "val": "FER2013Valid/", "test": "FER2013Test/"},
         expected_counts={"train": 25045, "val": 3191, "test": 3137}),
-    BenchmarkSpec(
+    DatasetSpec(
         # list_patition_label.txt ids 1..7 in this order; id k is stored as k - 1.
         "rafdb",
         ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"),
         {"train": "train_* rows minus the carved val", "val": "carved from train_* rows",
          "test": "test_* rows"},
         carved_splits=("val",), expected_counts={"test": 3068}),
-    BenchmarkSpec(
+    DatasetSpec(
         "affectnet8", _AFFECTNET8,
         {"train": "training.csv minus the carved val", "val": "carved from training.csv",
          "test": "validation.csv"},
         carved_splits=("val",), expected_counts={"test": 4000}),
-    BenchmarkSpec(
+    DatasetSpec(
         "affectnet7", _AFFECTNET8[:7],
         {"train": "training.csv minus the carved val", "val": "carved from training.csv",
          "test": "validation.csv"},
         carved_splits=("val",), expected_counts={"test": 3500}),
-    BenchmarkSpec(
+    DatasetSpec(
         "sfew",
         ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"),
         {"train": "Train/ minus the carved val", "val": "carved from Train/", "test": "Val/"},
         carved_splits=("val",), expected_counts={"test": 436}),
-    BenchmarkSpec(
+    DatasetSpec(
         "fer2013",
         ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"),
         {"train": "fer2013.csv Usage=Training", "val": "fer2013.csv Usage=PublicTest",
          "test": "fer2013.csv Usage=PrivateTest"},
         expected_counts={"train": 28709, "val": 3589, "test": 3589}),
-    BenchmarkSpec(
+    DatasetSpec(
         "demo",
         ("neutral", "happy", "sad", "surprise", "angry", "disgust", "fear"),
         {"train": "drawn", "val": "drawn", "test": "drawn"}),
 ]}
-
-
-def get_benchmark(name: str) -> BenchmarkSpec:
-    """The spec of benchmark ``name`` (a ``data.name`` value other than ``folder``)."""
-    try:
-        return BENCHMARKS[name]
-    except KeyError:
-        raise KeyError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}") from None
 
 
 def canonical_emotion(class_name: str) -> str | None:
@@ -148,7 +141,7 @@ def canonical_emotion(class_name: str) -> str | None:
 def confusable_targets(classes: Sequence[str]) -> np.ndarray:
     """Map each class id to the id of its confusable class (rule: :data:`CONFUSABLE`).
 
-    Works for any class list whose names are emotions (benchmarks and image folders alike).
+    Works for any class list whose names are emotions (datasets and image folders alike).
 
     Raises:
         ValueError: a class name is not an emotion, or its confusable emotion is not among
