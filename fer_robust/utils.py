@@ -8,7 +8,7 @@ import random
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -64,3 +64,15 @@ def json_safe(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def register_in(table: dict, what: str, name: str) -> Callable[[Any], Any]:
+    """Decorator that adds its target to ``table`` under ``name`` (the one way every registry of
+    the package grows: datasets, noise kinds, models, stages). A second ``name`` is an error that
+    says which ``what`` (e.g. 'dataset') it is."""
+    def decorator(obj: Any) -> Any:
+        if name in table:
+            raise ValueError(f"{what} {name!r} is already registered")
+        table[name] = obj
+        return obj
+    return decorator

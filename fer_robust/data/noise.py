@@ -26,6 +26,7 @@ import numpy as np
 
 from fer_robust.config import NoiseConfig
 from fer_robust.utils import atomic_save_npz
+from fer_robust.utils import register_in
 
 __all__ = ["NOISE_KINDS", "register_noise", "inject_label_noise", "default_confusable",
            "save_noisy_labels", "load_noisy_labels"]
@@ -39,12 +40,7 @@ NOISE_KINDS: dict[str, NoiseDraw] = {}
 
 def register_noise(kind: str) -> Callable[[NoiseDraw], NoiseDraw]:
     """Decorator registering a noise draw (see :data:`NoiseDraw`) as ``data.noise.type=kind``."""
-    def decorator(draw: NoiseDraw) -> NoiseDraw:
-        if kind in NOISE_KINDS:
-            raise ValueError(f"noise type {kind!r} is already registered")
-        NOISE_KINDS[kind] = draw
-        return draw
-    return decorator
+    return register_in(NOISE_KINDS, "noise type", kind)
 
 
 def default_confusable(num_classes: int) -> dict[int, int]:

@@ -23,6 +23,7 @@ from fer_robust.data.ferplus import read_ferplus
 from fer_robust.data.image_folder import read_image_folder
 from fer_robust.data.rafdb import read_rafdb
 from fer_robust.data.sfew import read_sfew
+from fer_robust.utils import register_in
 
 if TYPE_CHECKING:
     from fer_robust.config import DataConfig
@@ -36,12 +37,7 @@ _READERS: dict[str, Reader] = {}
 
 def register_dataset(name: str) -> Callable[[Reader], Reader]:
     """Decorator registering ``reader(data_cfg, split) -> FERDataset`` as ``data.name=name``."""
-    def decorator(reader: Reader) -> Reader:
-        if name in _READERS:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _READERS[name] = reader
-        return reader
-    return decorator
+    return register_in(_READERS, "dataset", name)
 
 
 def list_datasets() -> list[str]:
@@ -76,40 +72,23 @@ def _ferplus(data_cfg: "DataConfig", split: str) -> FERDataset:
     return read_ferplus(data_cfg.root, split, **common)
 
 
-@register_dataset("rafdb")
-def _rafdb(data_cfg: "DataConfig", split: str) -> FERDataset:
-    common, carve = _file_options(data_cfg, split)
-    return read_rafdb(data_cfg.root, split, **common, **carve)
+def _carving_reader(read: Callable[..., FERDataset], **fixed) -> Reader:
+    """A reader of files under ``data.root`` whose validation split is carved from train."""
+    def reader(data_cfg: "DataConfig", split: str) -> FERDataset:
+        common, carve = _file_options(data_cfg, split)
+        return read(data_cfg.root, split, **fixed, **common, **carve)
+    return reader
 
 
-@register_dataset("affectnet7")
-def _affectnet7(data_cfg: "DataConfig", split: str) -> FERDataset:
-    common, carve = _file_options(data_cfg, split)
-    return read_affectnet(data_cfg.root, split, num_classes=7, **common, **carve)
-
-
-@register_dataset("affectnet8")
-def _affectnet8(data_cfg: "DataConfig", split: str) -> FERDataset:
-    common, carve = _file_options(data_cfg, split)
-    return read_affectnet(data_cfg.root, split, num_classes=8, **common, **carve)
-
-
-@register_dataset("sfew")
-def _sfew(data_cfg: "DataConfig", split: str) -> FERDataset:
-    common, carve = _file_options(data_cfg, split)
-    return read_sfew(data_cfg.root, split, **common, **carve)
-
-
-@register_dataset("fer2013")
-def _fer2013(data_cfg: "DataConfig", split: str) -> FERDataset:
-    common, carve = _file_options(data_cfg, split)
-    return read_fer2013(data_cfg.root, split, **common, **carve)
-
-
-@register_dataset("folder")
-def _folder(data_cfg: "DataConfig", split: str) -> FERDataset:
-    common, carve = _file_options(data_cfg, split)
-    return read_image_folder(data_cfg.root, split, **common, **carve)
+for _name, _reader in {
+    "rafdb": _carving_reader(read_rafdb),
+    "affectnet7": _carving_reader(read_affectnet, num_classes=7),
+    "affectnet8": _carving_reader(read_affectnet, num_classes=8),
+    "sfew": _carving_reader(read_sfew),
+    "fer2013": _carving_reader(read_fer2013),
+    "folder": _carving_reader(read_image_folder),
+}.items():
+    register_dataset(_name)(_reader)
 
 
 def read_split(data_cfg: "DataConfig", split: str) -> FERDataset:

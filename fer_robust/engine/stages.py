@@ -30,6 +30,7 @@ from fer_robust.engine.sample_state import SampleState
 from fer_robust.robust.gmm_split import LossHistory
 from fer_robust.robust.metrics import decision_figures
 from fer_robust.robust.selection import RobustDecision, split_and_relabel
+from fer_robust.utils import register_in
 
 __all__ = ["Stage", "StageInputs", "WarmupStage", "SelfPacedStage", "SemiSupervisedStage",
            "build_stage", "register_stage", "registered_stage", "STAGE_KINDS"]
@@ -40,12 +41,11 @@ STAGE_KINDS: dict[str, type["Stage"]] = {}
 
 def register_stage(kind: str) -> Callable[[type], type]:
     """Class decorator registering a :class:`Stage` subclass under ``kind``."""
+    add = register_in(STAGE_KINDS, "stage kind", kind)
+
     def deco(cls: type) -> type:
-        if kind in STAGE_KINDS:
-            raise ValueError(f"stage kind {kind!r} is already registered")
         cls.kind = kind
-        STAGE_KINDS[kind] = cls
-        return cls
+        return add(cls)
     return deco
 
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from fer_robust.config import ModelConfig
 from fer_robust.models.network import ARMFER, BaselineFER, TwoBranchFER
+from fer_robust.utils import register_in
 
 __all__ = ["register_model", "build_model", "list_models"]
 
@@ -20,12 +21,7 @@ _MODEL_REGISTRY: dict[str, ModelBuilder] = {}
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator registering ``builder(cfg, num_classes, img_size) -> nn.Module`` under ``name``."""
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _MODEL_REGISTRY:
-            raise ValueError(f"model architecture {name!r} is already registered")
-        _MODEL_REGISTRY[name] = builder
-        return builder
-    return decorator
+    return register_in(_MODEL_REGISTRY, "model architecture", name)
 
 
 def list_models() -> list[str]:
