@@ -278,6 +278,32 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
     assert "gmm" in ablation["per_setting"]["sym30"]["ablation_contribution"]
     assert "NaN" not in (out / "results.json").read_text()  # strict JSON
 
+    # A results file alone stands for its runs on another machine: with the run directories gone,
+    # the runs whose config fingerprint matches are not trained again, keep their figures and
+    # curves, and the table and plots are rebuilt from the file.
+    recorded = tmp_path / "recorded.json"
+    shutil.copy(out / "results.json", recorded)
+    elsewhere = tmp_path / "elsewhere"
+    capsys.readouterr()
+    moved = benchmark_cli.main([*argv[:argv.index("--out")], "--out", str(elsewhere),
+                                "--results-from", str(recorded), *argv[argv.index("--out") + 2:]])
+    printed = capsys.readouterr().out
+    assert all(f"{name}: finished earlier with this config" in printed for name in names)
+    assert not (elsewhere / "runs").exists()
+    assert set(moved["runs"]) == {*names, "sym30-no_gmm"}  # the recorded ablation joins too
+    assert moved["runs"]["sym30-full"]["val_accuracy"] == saved["val_accuracy"]
+    assert (elsewhere / "curves_sym30.png").read_bytes()[:4] == b"\x89PNG"
+    # Another config for the full system: its runs train again, the baselines are kept.
+    capsys.readouterr()
+    retrained = benchmark_cli.main([*argv[:argv.index("--out")], "--out", str(tmp_path / "x"),
+                                    "--results-from", str(recorded), "--settings", "clean",
+                                    *argv[argv.index("--out") + 2:], "robust.relabel.k=5"])
+    printed = capsys.readouterr().out
+    assert "clean-baseline: finished earlier with this config" in printed
+    assert "clean-full: training" in printed
+    assert retrained["runs"]["clean-full"]["config_fingerprint"] != \
+        json.loads(recorded.read_text())["runs"]["clean-full"]["config_fingerprint"]
+
 
 def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
     """benchmarks/oracle_selection.py: after the warm-up epoch the baseline trains on the samples

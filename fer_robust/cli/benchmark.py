@@ -20,7 +20,11 @@ the baseline and the ablations are derived), then writes to ``--out``:
 
 Both result files are rewritten (atomically) after every training. Running the same command again
 does not repeat finished trainings (their summaries are recomputed from their run directories), and
-continues one that was cut short from its last checkpoint. Trainings of other settings or ablations
+continues one that was cut short from its last checkpoint. Each summary carries its per-epoch
+curves and a fingerprint of the config it was trained with, so a results file alone stands for its
+runs: a run whose directory is absent but whose summary in ``--results-from`` (by default the
+committed ``benchmarks/results/benchmark_ferplus_<size>.json``) has this command's fingerprint is
+not trained again, and the benchmark continues on a machine that does not keep the run directories. Trainings of other settings or ablations
 in the same ``--out`` join the table. Every run directory is checked against the config this
 command would give it before anything trains: another recipe, size or overrides for the same
 ``--out`` is an error rather than a silent mix of results.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -83,6 +88,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"{', '.join(ABLATIONS)} or all")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: runs/benchmark_ferplus_<size>)")
+    p.add_argument("--results-from", type=Path, default=None, metavar="JSON",
+                   help="an earlier results.json whose runs count as finished when their config "
+                        "fingerprint equals this command's (default: the committed "
+                        "benchmarks/results/benchmark_ferplus_<size>.json, if any): the benchmark "
+                        "continues across machines that do not keep the run directories")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides applied to every training, e.g. optim.lr=0.001")
@@ -137,6 +147,20 @@ def _flatten(tree, prefix: str = "") -> dict:
     return {prefix[:-1]: tree}
 
 
+def result_relevant(cfg) -> dict:
+    """The flattened config of a run without the keys that do not change what it computes (the
+    neutral ones and, for a baseline, the two-branch system's own settings)."""
+    unused = ignored_by(cfg)
+    return {k: v for k, v in sorted(_flatten(config_to_dict(cfg)).items())
+            if k not in _RESULT_NEUTRAL and not k.startswith(unused)}
+
+
+def config_fingerprint(cfg) -> str:
+    """A short hash of :func:`result_relevant`: two runs with one fingerprint train the same."""
+    text = json.dumps(json_safe(result_relevant(cfg)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def check_same_config(cfg, run_dir: Path) -> None:
     """A run directory is only continued (or reported) with the config it was trained with.
 
@@ -147,11 +171,8 @@ def check_same_config(cfg, run_dir: Path) -> None:
     saved_file = run_dir / "config.yaml"
     if not saved_file.is_file():
         return
-    saved, wanted = _flatten(config_to_dict(load_config(saved_file))), _flatten(config_to_dict(cfg))
-    unused = ignored_by(cfg)
-    diff = sorted(k for k in set(saved) | set(wanted)
-                  if saved.get(k) != wanted.get(k) and k not in _RESULT_NEUTRAL
-                  and not k.startswith(unused))
+    saved, wanted = result_relevant(load_config(saved_file)), result_relevant(cfg)
+    diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
     if diff:
         raise ConfigError(f"{run_dir} was trained with another config (differs in {diff[:8]}); use "
                           "another --out or remove that run directory")
@@ -178,6 +199,7 @@ def summarize(cfg, run_dir: Path, test_acc: float | None) -> dict:
     given, true, votes, num_classes = labels_of_run(cfg, run_dir)
     summary = summarize_run(run_dir, given, true, votes, num_classes)
     summary["test_accuracy"] = test_acc
+    summary["config_fingerprint"] = config_fingerprint(cfg)
     return summary
 
 
@@ -211,7 +233,8 @@ def _has_test_split(cfg) -> bool:
     return True
 
 
-def plan_configs(args: argparse.Namespace, out: Path) -> tuple[list[str], dict[str, Config]]:
+def plan_configs(args: argparse.Namespace, out: Path, recorded: dict | None = None
+                 ) -> tuple[list[str], dict[str, Config]]:
     """The runs of the table, in training order, and each one's config: the requested ones, then
     the finished runs trained earlier into ``out`` for other settings or ablations (they join the
     table). Like the requested ones they must come from this recipe, size and overrides: every run
@@ -238,6 +261,16 @@ def plan_configs(args: argparse.Namespace, out: Path) -> tuple[list[str], dict[s
             except (ConfigError, KeyError):
                 raise ConfigError(f"{run_dir} is not a run of this benchmark") from None
             earlier.append(run_dir.name)
+    for name in recorded or {}:  # finished on another machine, with this recipe and size
+        if name in configs or (out / "runs" / name).exists() or "-" not in name:
+            continue
+        try:
+            cfg = config_of(RunSpec(*name.split("-", 1)))
+        except (ConfigError, KeyError):
+            continue
+        if recorded_summary(cfg, out / "runs" / name, recorded, name) is not None:
+            configs[name] = cfg
+            earlier.append(name)
     for name, cfg in configs.items():  # all checked before anything is trained
         check_same_config(cfg, out / "runs" / name)
     return [*(spec.name for spec in specs), *earlier], configs
@@ -273,23 +306,41 @@ def write_results(out: Path, header: dict, results: dict) -> dict:
                                                        **comparison}))
     atomic_write_text(out / "results.md", render_markdown(results, comparison, header))
     for setting in dict.fromkeys(name.split("-", 1)[0] for name in results):
-        runs = {name.split("-", 1)[1]: out / "runs" / name for name in results
-                if name.startswith(f"{setting}-")}
-        plot_setting_curves(runs, out / f"curves_{setting}.png", setting)
+        curves = {name.split("-", 1)[1]: summary["curves"] for name, summary in results.items()
+                  if name.startswith(f"{setting}-") and "curves" in summary}
+        plot_setting_curves(curves, out / f"curves_{setting}.png", setting)
     return comparison
 
 
+def recorded_summary(cfg, run_dir: Path, recorded: dict, name: str) -> dict | None:
+    """The summary of run ``name`` from an earlier results file, when the run directory is absent
+    and the summary was computed from a run with this exact config (same fingerprint)."""
+    summary = recorded.get(name)
+    if run_dir.exists() or not summary or "curves" not in summary:
+        return None
+    return summary if summary.get("config_fingerprint") == config_fingerprint(cfg) else None
+
+
 def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dict,
-            cpu: bool) -> dict:
+            cpu: bool, recorded: dict | None = None) -> dict:
     """Train every unfinished run in order (summarising each and rewriting the results after
-    it); a finished run's summary is recomputed from its files. Returns the summaries (on the
-    main process; empty elsewhere)."""
+    it); a finished run's summary is recomputed from its files, or, without its run directory,
+    taken from ``recorded`` (an earlier results file) when its config fingerprint matches.
+    Returns the summaries (on the main process; empty elsewhere)."""
     is_main = PartialState().is_main_process
     previous = previous_summaries(out / "results.json")
+    recorded = recorded or {}
     results: dict = {}
     accelerator_holder: list = []
     for name in names:
         cfg, run_dir = configs[name], out / "runs" / name
+        earlier = recorded_summary(cfg, run_dir, {**recorded, **previous}, name)
+        if earlier is not None:
+            results[name] = earlier
+            if is_main:
+                print(f"[benchmark] {name}: finished earlier with this config; summary from the "
+                      "results file", flush=True)
+            continue
         if is_finished(run_dir):
             if is_main:
                 results[name] = summarize_finished(cfg, run_dir, previous.get(name), cpu)
@@ -314,9 +365,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     with user_errors_exit("benchmark"):
         out = args.out or Path(f"runs/benchmark_ferplus_{args.size}")
-        names, configs = plan_configs(args, out)
+        recorded_file = args.results_from or (repo_root() / "benchmarks" / "results"
+                                              / f"benchmark_ferplus_{args.size}.json")
+        recorded = previous_summaries(recorded_file)
+        names, configs = plan_configs(args, out, recorded)
         header = results_header(args, argv, configs)
-        results = run_all(names, configs, out, header, args.cpu)
+        results = run_all(names, configs, out, header, args.cpu, recorded)
         if not PartialState().is_main_process or not results:
             return {}
         comparison = write_results(out, header, results)

@@ -96,6 +96,9 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
         "seconds_per_epoch": float(np.mean(seconds)),
         "seconds_per_robust_epoch": float(np.mean(robust_seconds)) if robust_seconds else None,
         "train_seconds": float(np.sum(seconds)),
+        # Per-epoch curves, so the figures (and the plots) survive without the run directory.
+        "curves": {key: [r.get(key) for r in records]
+                   for key in ("epoch", "val_accuracy", "train_accuracy_given", "memorised_share")},
     }
     final_fit = run_dir / "final_fit.json"
     if final_fit.is_file():
@@ -318,25 +321,26 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_setting_curves(run_dirs: dict[str, Path], path: Path, title: str) -> None:
+def plot_setting_curves(curves: dict[str, dict], path: Path, title: str) -> None:
     """One PNG for a label setting: validation accuracy (left) and memorised share (right) per
-    epoch, one line per model (``run_dirs`` maps a model name to its run directory). Epochs are
-    read from ``metrics.jsonl``; the memorised share per epoch is counted on the training batches
-    (see ``engine.trainer._fit_figures``)."""
+    epoch, one line per model (``curves`` maps a model name to its summary's ``curves``: the
+    per-epoch records of ``metrics.jsonl``, whose memorised share is counted on the training
+    batches, see ``engine.trainer._fit_figures``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from fer_robust.utils import atomic_path
     fig, (ax_acc, ax_mem) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, run_dir in run_dirs.items():
-        records = _read_metrics(Path(run_dir))
-        epochs = [r["epoch"] + 1 for r in records]
-        ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in records], label=name)
-        if any("memorised_share" in r for r in records):
-            ax_mem.plot(epochs, [r.get("memorised_share", float("nan")) for r in records], label=name)
+    nan = float("nan")
+    for name, curve in curves.items():
+        epochs = [e + 1 for e in curve["epoch"]]
+        ax_acc.plot(epochs, [100 * v for v in curve["val_accuracy"]], label=name)
+        memorised = curve.get("memorised_share") or []
+        if any(v is not None for v in memorised):
+            ax_mem.plot(epochs, [nan if v is None else v for v in memorised], label=name)
         else:  # clean labels: nothing to memorise; show the fit of the given labels instead
-            ax_mem.plot(epochs, [r.get("train_accuracy_given", float("nan")) for r in records],
+            ax_mem.plot(epochs, [nan if v is None else v for v in curve["train_accuracy_given"]],
                         label=f"{name} (fit of given labels)", linestyle="--")
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{title}: validation")
     ax_mem.set(xlabel="epoch", ylabel="share", ylim=(0, 1),
