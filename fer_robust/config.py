@@ -201,6 +201,16 @@ class SplitConfig:
     min_class_size: int = 20
     # 'global': posterior from a GMM fitted on all classes' losses; 'clean': treat all as clean.
     fallback: Literal["global", "clean"] = "global"
+    # What the mixture is fitted on. 'ce': the cross-entropy of the given label (DR-FER, DivideMix).
+    # 'class_relative': the same loss measured against what the model is typically sure of in
+    # that class, -log(p_y / tau_y) clipped at 0, with tau_c the mean probability of class c over
+    # the samples the pass predicts as c (see gmm_split.class_relative_losses). Hard classes
+    # (sadness, anger, fear) have high cross-entropy even when clean, so one mixture over raw
+    # losses calls most of them noisy and leaves the clean set without them; per class, a class
+    # whose given labels are mostly wrong (symmetric noise on FERPlus's rare classes) takes its
+    # noisy mode for the clean one. Relative to tau, a clean hard-class sample scores near 0 and a
+    # wrong label stays far above, whatever the class.
+    loss: Literal["ce", "class_relative"] = "ce"
     # Average each sample's loss over the last N passes before fitting (1 = no smoothing).
     loss_window: int = 1
     # Make clean_prob non-increasing in the loss: a two-Gaussian posterior turns back up in the far
@@ -259,6 +269,10 @@ class RobustConfig:
     relabel: RelabelConfig = field(default_factory=RelabelConfig)
     # Per-sample pass (and split/relabel) every this many epochs inside robust stages.
     pass_every: int = 1
+    # Average the pass's logits with those of the mirrored image (the embedding stays the
+    # unmirrored image's): a steadier loss for the split and a better prediction for relabelling,
+    # for a second forward pass over the training set.
+    pass_hflip: bool = False
     # How the per-sample classification terms (ce, local_ce, soft_ce) are averaged in a batch:
     # "group" divides each by the samples it covers (sum w*l / sum w), so the clean and the
     # relabelled samples weigh as two equal halves whatever the split's proportions; "batch"

@@ -297,3 +297,28 @@ def test_avg_pooling_and_disabled_mim_and_no_local_head_switches():
     out = model(torch.randn(4, 3, 48, 48), mim=True)
     assert set(out) == {"logits", "embedding"}
     assert out["embedding"].shape == (4, cfg.local_dim + model.backbone.num_features)
+
+
+def test_mirrored_per_sample_pass_averages_the_logits_of_image_and_mirror():
+    """``robust.pass_hflip``: loss, prediction and probabilities of the per-sample pass come from
+    the mean of the image's and its mirror's logits; the embedding stays the image's."""
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fer_robust.engine.evaluation import per_sample_pass
+
+    torch.manual_seed(0)
+    model = build_model(_cfg(), NUM_CLASSES, 32).eval()
+    images = _smooth_images(6, 32)
+    labels = torch.arange(6) % NUM_CLASSES
+    loader = DataLoader(TensorDataset(images, labels, torch.arange(6)), batch_size=4)
+    accelerator = Accelerator(cpu=True)
+    plain = per_sample_pass(model, loader, accelerator, progress=False)
+    mirrored = per_sample_pass(model, loader, accelerator, progress=False, hflip=True)
+    with torch.no_grad():
+        logits = 0.5 * (model(images)["logits"] + model(images.flip(3))["logits"])
+    torch.testing.assert_close(torch.from_numpy(mirrored.prob), logits.softmax(1))
+    torch.testing.assert_close(torch.from_numpy(mirrored.loss),
+                               F.cross_entropy(logits, labels, reduction="none"))
+    assert not torch.allclose(torch.from_numpy(plain.prob), torch.from_numpy(mirrored.prob))
+    torch.testing.assert_close(torch.from_numpy(mirrored.embedding), torch.from_numpy(plain.embedding))

@@ -8,7 +8,8 @@ import torch
 from fer_robust.config import DCLConfig, RelabelConfig, SplitConfig
 from fer_robust.losses.classification import cross_entropy, soft_cross_entropy, weighted_mean
 from fer_robust.losses.dcl import DistributionContrastiveLoss
-from fer_robust.robust.gmm_split import LossHistory, class_dependent_split
+from fer_robust.robust.gmm_split import (LossHistory, class_dependent_split,
+                                        class_relative_losses)
 from fer_robust.robust.metrics import (noise_detection_metrics, per_class_clean_ratio,
                                        relabel_accuracy, total_variation_distance)
 from fer_robust.robust.retrieval import (knn_search, per_class_average_precision,
@@ -379,6 +380,58 @@ def test_global_scope_handles_a_class_whose_labels_are_mostly_noise():
     assert f1(global_, small) > f1(per_class, small) + 0.03
     assert f1(global_, slice(None)) > f1(per_class, slice(None))
     assert all(info.fallback == "global" for info in global_.class_info)
+
+
+def test_class_relative_loss_on_a_handmade_example():
+    """tau_c: the mean probability of class c over the samples predicted as c; the loss is
+    -log(p_y / tau_y) clipped at 0; a class never predicted keeps its plain cross-entropy."""
+    probs = np.array([[0.9, 0.05, 0.05],   # predicted 0
+                      [0.7, 0.2, 0.1],     # predicted 0: tau_0 = 0.8
+                      [0.3, 0.4, 0.3],     # predicted 1: tau_1 = 0.4
+                      [0.5, 0.4, 0.1]])    # predicted 0? no: 0.5 > 0.4, so predicted 0
+    probs[3] = [0.3, 0.6, 0.1]             # predicted 1: tau_1 = (0.4 + 0.6) / 2 = 0.5
+    labels = np.array([0, 0, 1, 2])
+    expected = [max(0.0, np.log(0.8 / 0.9)), np.log(0.8 / 0.7), np.log(0.5 / 0.4),
+                -np.log(0.1)]  # class 2 is never predicted: tau_2 = 1
+    np.testing.assert_allclose(class_relative_losses(probs, labels), expected, rtol=1e-6)
+
+
+def test_class_relative_split_keeps_the_clean_samples_of_a_hard_class():
+    """The model is as sure of a hard class's right labels as of an easy class's, up to a factor
+    (p_y = r * tau_class: tau 0.9 for the easy classes, 0.3 for the hard one, r ~ U(0.7, 1.1) for
+    a right label and U(0.02, 0.2) for a wrong one, 25% wrong). The hard class's clean samples
+    then have cross-entropies as high as the wrong labels': one mixture over the raw loss calls
+    them noisy; over the class-relative loss the class factor drops out and they are kept."""
+    rng = np.random.default_rng(0)
+    n, num_classes = 4000, 5
+    tau = np.array([0.9, 0.9, 0.9, 0.9, 0.3])
+    true = rng.integers(0, num_classes, n)
+    wrong = rng.random(n) < 0.25
+    given = np.where(wrong, (true + rng.integers(1, num_classes, n)) % num_classes, true)
+    probs = np.zeros((n, num_classes))
+    probs[np.arange(n), true] = rng.uniform(0.7, 1.0, n) * tau[true]
+    probs[np.arange(n), given] = np.where(wrong, rng.uniform(0.02, 0.2, n) * tau[given],
+                                          probs[np.arange(n), given])
+    rest = (1 - probs.sum(1)) / (num_classes - 1 - wrong)  # the others share what is left
+    probs = np.where(probs == 0, rest[:, None], probs)
+    ce = -np.log(probs[np.arange(n), given])
+    plain = class_dependent_split(ce, given, num_classes, SplitConfig(scope="global"))
+    relative = class_dependent_split(class_relative_losses(probs, given), given, num_classes,
+                                     SplitConfig(scope="global"))
+    hard_clean = (true == 4) & ~wrong
+    assert plain.clean_mask[hard_clean].mean() < 0.5
+    assert relative.clean_mask[hard_clean].mean() > 0.95
+    assert noise_detection_metrics(relative.clean_prob, wrong)["f1"] > 0.95
+    # The decision function applies it from the pass's probabilities.
+    from fer_robust.robust.selection import split_and_relabel
+    emb = np.eye(num_classes, dtype=np.float32)[true]
+    decision = split_and_relabel(ce, emb, given, num_classes,
+                                 SplitConfig(scope="global", loss="class_relative"),
+                                 RelabelConfig(k=5, backend="torch"), probs=probs)
+    np.testing.assert_array_equal(decision.clean_mask, relative.clean_mask)
+    with pytest.raises(ValueError, match="probabilities"):
+        split_and_relabel(ce, emb, given, num_classes, SplitConfig(loss="class_relative"),
+                          RelabelConfig(k=5, backend="torch"))
 
 
 def test_masked_images_count_for_no_classification_term_without_classify_masked():

@@ -134,7 +134,7 @@ def decide(model, dataset: FERDataset, cfg: Config, history: LossHistory, accele
     loader = build_eval_loader(dataset, batch_size or cfg.optim.eval_batch_size,
                                cfg.data.num_workers)
     model, loader = accelerator.prepare(model, loader)
-    result = per_sample_pass(model, loader, accelerator)
+    result = per_sample_pass(model, loader, accelerator, hflip=cfg.robust.pass_hflip)
     return run_on_main(accelerator, lambda: split_and_relabel(
         result.loss, result.embedding, dataset.targets.copy(), num_classes, cfg.robust.split,
         cfg.robust.relabel, relabel=True, probs=result.prob, history=history))

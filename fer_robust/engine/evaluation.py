@@ -110,11 +110,12 @@ class SamplePassResult:
 
 
 def per_sample_pass(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
-                    progress: bool = True) -> SamplePassResult:
+                    progress: bool = True, hflip: bool = False) -> SamplePassResult:
     """The per-sample pass of the robust stages and ``tools/relabel.py``: loss, prediction,
     probabilities and embedding of every sample of a prepared loader with evaluation transforms
-    (see :func:`predict`)."""
-    arrays = predict(model, loader, accelerator, ("loss", "prob", "embedding"),
+    (see :func:`predict`). With ``hflip`` (``robust.pass_hflip``) loss, prediction and
+    probabilities come from the logits averaged with the mirrored image's."""
+    arrays = predict(model, loader, accelerator, ("loss", "prob", "embedding"), hflip_tta=hflip,
                      desc="per-sample pass", progress=progress)
     return SamplePassResult(loss=arrays["loss"], pred=arrays["prob"].argmax(1), prob=arrays["prob"],
                             embedding=arrays["embedding"])

@@ -381,7 +381,7 @@ class Trainer:
 
     def run_sample_pass(self) -> SamplePassResult:
         return per_sample_pass(self.model, self.pass_loader, self.accelerator,
-                               progress=self.cfg.progress_bar)
+                               progress=self.cfg.progress_bar, hflip=self.cfg.robust.pass_hflip)
 
     def _refill_dcl_memory(self, sample_pass: SamplePassResult, epoch: int) -> None:
         """Fill the DCL memory with this pass's clean embeddings (eval-mode, so the class

@@ -27,7 +27,7 @@ from sklearn.mixture import GaussianMixture
 from fer_robust.config import SplitConfig
 
 __all__ = ["ClassSplitInfo", "SplitResult", "class_dependent_split", "fit_clean_posterior",
-           "LossHistory"]
+           "LossHistory", "class_relative_losses", "split_losses"]
 
 # Loss ranges narrower than this are treated as "all identical": a mixture fitted on them would
 # separate floating-point noise.
@@ -123,6 +123,44 @@ def fit_clean_posterior(values: np.ndarray, cfg: SplitConfig) -> tuple[np.ndarra
     if cfg.monotone:
         prob = _make_monotone(values, prob, float(means[clean_component]))
     return prob, (float(means[clean_component]), float(means[1 - clean_component]))
+
+
+def class_relative_losses(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``max(0, -log(p_y / tau_y))`` per sample (``robust.split.loss=class_relative``).
+
+    ``tau_c`` is the mean probability of class ``c`` over the samples whose prediction is ``c``:
+    how sure the model typically is when it recognises that class. A clean sample of a hard class
+    (tau 0.3) with p_y = 0.3 scores 0, like a clean sample of an easy class (tau 0.9) with
+    p_y = 0.9; a sample whose given label the model gives 0.01 scores about 3.4 in either.
+    A class the pass never predicts has ``tau = 1`` (no evidence the model recognises it): its
+    samples score their plain cross-entropy. Nothing here reads the given labels' class counts,
+    so a class whose given labels are mostly wrong does not set its own reference.
+
+    Args:
+        probs: ``(N, C)`` softmax of the pass.
+        labels: ``(N,)`` given labels.
+    """
+    probs = np.asarray(probs, np.float64)
+    labels = np.asarray(labels, np.int64)
+    num_classes = probs.shape[1]
+    pred = probs.argmax(1)
+    tau = np.ones(num_classes)
+    for c in range(num_classes):
+        if (pred == c).any():
+            tau[c] = probs[pred == c, c].mean()
+    p_y = probs[np.arange(len(labels)), labels]
+    return np.maximum(0.0, np.log(tau[labels]) - np.log(np.maximum(p_y, 1e-12)))
+
+
+def split_losses(losses: np.ndarray, probs: np.ndarray | None, labels: np.ndarray,
+                 cfg: SplitConfig) -> np.ndarray:
+    """The per-sample values the split fits on (``cfg.loss``): the pass's cross-entropy, or its
+    class-relative form (:func:`class_relative_losses`, which needs ``probs``)."""
+    if cfg.loss == "ce":
+        return np.asarray(losses)
+    if probs is None:
+        raise ValueError("robust.split.loss=class_relative needs the pass's probabilities")
+    return class_relative_losses(probs, labels)
 
 
 def class_dependent_split(losses: np.ndarray, labels: np.ndarray, num_classes: int,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fer_robust.config import RelabelConfig, SplitConfig
-from fer_robust.robust.gmm_split import LossHistory, class_dependent_split
+from fer_robust.robust.gmm_split import LossHistory, class_dependent_split, split_losses
 from fer_robust.robust.retrieval import retrieval_soft_labels
 
 __all__ = ["RobustDecision", "split_and_relabel"]
@@ -104,16 +104,18 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
         given_labels: ``(N,)`` the labels training was given.
         relabel: skip retrieval when False (self-paced stage).
         probs: ``(N, C)`` the model's softmax from the same pass; required when
-            ``relabel_cfg.model_weight > 0``, which blends it into the retrieval soft label.
+            ``relabel_cfg.model_weight > 0``, which blends it into the retrieval soft label, and
+            when ``split_cfg.loss`` is ``class_relative``.
         history: the loss vectors of the earlier passes, with the window
-            ``split_cfg.loss_window``: ``losses`` is appended to it and the split fits on the mean
-            over the window. ``None`` means no earlier pass: the split fits on ``losses``.
+            ``split_cfg.loss_window``: this pass's split values (``split_cfg.loss``) are appended to
+            it and the split fits on the mean over the window. ``None`` means no earlier pass: the split fits on ``losses``.
 
     With ``relabel_cfg.mix_given`` a relabelled sample's soft label keeps the share ``clean_prob``
     of its given label (see :class:`~fer_robust.config.RelabelConfig`). A retrieved sample is
     relabelled when its soft label's top probability reaches ``relabel_cfg.min_confidence``.
     """
     n = len(given_labels)
+    losses = split_losses(losses, probs, given_labels, split_cfg)
     if history is not None:
         if history.window != split_cfg.loss_window:
             raise ValueError(f"the loss history keeps {history.window} passes, "
