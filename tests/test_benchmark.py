@@ -305,6 +305,34 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
         json.loads(recorded.read_text())["runs"]["clean-full"]["config_fingerprint"]
 
 
+def test_split_choices_scores_each_setting_on_one_checkpoint(tmp_path, capsys):
+    """benchmarks/split_choices.py: from one checkpoint of a noisy run, every split setting's
+    figures, each the decision split_and_relabel makes on the same pass."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("split_choices",
+                                                  ROOT / "benchmarks" / "split_choices.py")
+    choices = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(choices)
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 24, "FER2013Valid": 6})
+    out = tmp_path / "bench"
+    benchmark_cli.main(["--settings", "sym30", "--variants", "full", "--out", str(out),
+                        "--data-root", str(data), "--cpu", "optim.batch_size=32",
+                        "data.num_workers=0", "model.backbone=resnet10t", "data.train_fraction=1.0",
+                        "stages.0.epochs=1", "stages.2.epochs=1"])
+    checkpoint = out / "runs" / "sym30-full" / "checkpoints" / "epoch_000"
+    result = choices.main([str(checkpoint), "--out", str(tmp_path)])
+    assert set(result["settings"]) == set(choices.SPLITS)
+    changed = np.load(out / "runs" / "sym30-full" / "noisy_labels.npz")["changed_mask"]
+    assert result["given_right"] == pytest.approx(1 - changed.mean())
+    for row in result["settings"].values():
+        assert 0 <= row["targets_right"] <= 1 and len(row["clean_kept_per_class"]) == 8
+        assert row["tv_targets_to_votes"] >= 0  # FERPlus votes
+    saved = json.loads((tmp_path / "split_choices_sym30-full_epoch_000.json").read_text())
+    assert saved["settings"]["cross-entropy"]["f1"] == result["settings"]["cross-entropy"]["f1"]
+
+
 def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
     """benchmarks/oracle_selection.py: after the warm-up epoch the baseline trains on the samples
     whose given label is the true one, and no other."""
