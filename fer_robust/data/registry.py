@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from fer_robust.config import ConfigError
 from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.affectnet import read_affectnet
 from fer_robust.data.base import FERDataset
@@ -28,15 +29,20 @@ from fer_robust.utils import register_in
 if TYPE_CHECKING:
     from fer_robust.config import DataConfig
 
-__all__ = ["register_dataset", "list_datasets", "build_dataset", "read_split", "dataset_summary",
-           "format_summary"]
+__all__ = ["register_dataset", "list_datasets", "needs_root", "build_dataset", "read_split",
+           "dataset_summary", "format_summary"]
 
 Reader = Callable[["DataConfig", str], FERDataset]
 _READERS: dict[str, Reader] = {}
+# Datasets drawn in memory (the demo faces): the only ones that read nothing under data.root.
+_DRAWN: set[str] = set()
 
 
-def register_dataset(name: str) -> Callable[[Reader], Reader]:
-    """Decorator registering ``reader(data_cfg, split) -> FERDataset`` as ``data.name=name``."""
+def register_dataset(name: str, drawn: bool = False) -> Callable[[Reader], Reader]:
+    """Decorator registering ``reader(data_cfg, split) -> FERDataset`` as ``data.name=name``;
+    ``drawn``: the reader makes its images and needs no ``data.root``."""
+    if drawn:
+        _DRAWN.add(name)
     return register_in(_READERS, "dataset", name)
 
 
@@ -45,15 +51,20 @@ def list_datasets() -> list[str]:
     return list(_READERS)
 
 
+def needs_root(name: str) -> bool:
+    """Whether dataset ``name`` reads files under ``data.root`` (so an empty root is an error)."""
+    return name not in _DRAWN
+
+
 def _file_options(data_cfg: "DataConfig", split: str) -> tuple[dict, dict]:
     """``(common, carve)`` keyword arguments of a reader of files under ``data.root``: every
     reader takes ``common``; those that carve a validation split from train also take ``carve``."""
     if not data_cfg.root:
-        raise ValueError(f"data.root is empty: set it to the folder holding the {data_cfg.name} "
+        raise ConfigError(f"data.root is empty: set it to the folder holding the {data_cfg.name} "
                          "dataset (see data/README.md for each dataset's layout)")
     if data_cfg.protocol == "full_train":
         if split == "val":
-            raise ValueError("data.protocol=full_train has no validation split: the whole training "
+            raise ConfigError("data.protocol=full_train has no validation split: the whole training "
                              "split trains and the last epoch is kept")
         carve = dict(val_fraction=0.0, split_seed=data_cfg.split_seed)  # train keeps every row
     else:
@@ -61,7 +72,7 @@ def _file_options(data_cfg: "DataConfig", split: str) -> tuple[dict, dict]:
     return dict(skip_unreadable=data_cfg.skip_unreadable), carve
 
 
-@register_dataset("demo")
+@register_dataset("demo", drawn=True)
 def _demo(data_cfg: "DataConfig", split: str) -> FERDataset:
     return build_demo_dataset(data_cfg, split)  # drawn: no root, no files
 
