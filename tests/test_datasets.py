@@ -317,10 +317,14 @@ def test_dataset_summary_counts_per_split_and_notes_absent_split(tmp_path):
 def test_data_summary_cli_prints_table(tmp_path, capsys):
     from fer_robust.cli.data_summary import main
     root = write_sfew(tmp_path / "sfew")
-    assert main(["--dataset", "sfew", "--root", str(root), "--val-fraction", "0.25"]) == 0
+    summary = main(["--dataset", "sfew", "--root", str(root), "--val-fraction", "0.25"])
     out = capsys.readouterr().out
     assert "Happy" in out and "22" in out  # 29 train images minus 7 carved
-    assert main(["--dataset", "sfew", "--root", str(tmp_path / "missing")]) == 1
+    assert summary["splits"]["train"]["total"] == 22
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", "sfew", "--root", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("data_summary: error: SFEW root: expected folder")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
-from fer_robust.cli.common import repo_root, user_errors_exit
+from fer_robust.cli.common import repo_root, tool_entry, user_errors_exit
 from fer_robust.config import Config, ConfigError, config_to_dict, load_config
 from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.loaders import build_eval_loader
@@ -324,5 +324,7 @@ def main(argv=None) -> dict:
         return {"runs": results, **comparison}
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

@@ -11,8 +11,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from fer_robust.cli.common import tool_entry, user_errors_exit
 from fer_robust.config import DataConfig
-from fer_robust.data.base import DatasetFormatError
 from fer_robust.data.registry import dataset_summary, format_summary, list_datasets
 
 __all__ = ["main", "build_parser"]
@@ -32,22 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fer-data-summary``; returns the exit status (1 on a format error)."""
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Print the table (and write ``--json``); return the summary. A format error prints one
+    line and exits 2."""
     args = build_parser().parse_args(argv)
     data_cfg = DataConfig(name=args.dataset, root=args.root, val_fraction=args.val_fraction,
                           split_seed=args.split_seed, skip_unreadable=args.skip_unreadable)
-    try:
+    with user_errors_exit("data_summary"):
         summary = dataset_summary(data_cfg)
-    except (DatasetFormatError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     print(format_summary(summary))
     if args.json:
         from fer_robust.utils import atomic_write_json
         atomic_write_json(args.json, summary)
-    return 0
+    return summary
 
+
+entry_point = tool_entry(main)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())

@@ -10,7 +10,7 @@ import csv
 import sys
 from pathlib import Path
 
-from fer_robust.cli.common import user_errors_exit
+from fer_robust.cli.common import tool_entry, user_errors_exit
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -79,5 +79,7 @@ def main(argv=None) -> list[dict]:
         return rows
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

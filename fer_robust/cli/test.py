@@ -9,10 +9,11 @@ and the confusion matrix, and the confusion matrix as a PNG beside it. Results d
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
-from fer_robust.cli.common import user_errors_exit
+from fer_robust.cli.common import tool_entry, user_errors_exit
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,5 +74,7 @@ def main(argv=None) -> dict:
         return result
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

@@ -9,9 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from fer_robust.cli.common import user_errors_exit
+from fer_robust.cli.common import tool_entry, user_errors_exit
 from fer_robust.config import ConfigError, load_config
 
 
@@ -58,5 +59,7 @@ def main(argv=None) -> dict:
         return record
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())
