@@ -75,8 +75,13 @@ class DataConfig:
     # Fraction of train carved out (seeded, stratified) as validation where a benchmark has none.
     val_fraction: float = 0.1
     split_seed: int = 0
-    # Warn (with a count and the first paths) instead of failing on unreadable images.
+    # Warn (with a count and the first paths) instead of failing on unreadable images: missing or
+    # empty files, and with verify_images the ones that cannot be decoded.
     skip_unreadable: bool = False
+    # Decode every image once when a split is built, so a corrupt file stops the run at start-up
+    # (one line naming it) or, with skip_unreadable, is dropped, instead of failing mid-training:
+    # 'auto' for splits of up to 50,000 images (fer_robust.data.decode.AUTO_VERIFY_MAX_IMAGES).
+    verify_images: Literal["auto", "yes", "no"] = "auto"
     # Decode every image once and keep the uint8 array in memory (small benchmarks: FERPlus, demo).
     cache_in_memory: bool = False
     # Train on a seeded, class-stratified share of the training split (1.0: all of it). For quick

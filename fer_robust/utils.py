@@ -16,13 +16,24 @@ __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_save
            "json_safe"]
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename, so a
-    crash mid-write leaves the previous file intact."""
+    crash mid-write leaves the previous file intact. The file gets the permissions any new file
+    gets (``0o666`` less the user's umask), not ``mkstemp``'s private ``0o600``."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name to write to")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -20,7 +20,7 @@ from fer_robust.models.weights import PretrainedFileError
 __all__ = ["user_errors_exit", "USER_ERRORS", "one_line", "tool_entry", "repo_root"]
 
 USER_ERRORS = (ConfigError, DatasetFormatError, CheckpointError, PretrainedFileError,
-               FileNotFoundError)
+               FileNotFoundError, IsADirectoryError)
 
 # torch re-raises an error from a DataLoader worker as the same class with the worker's whole
 # traceback as its message; its last line is "<module>.<Class>: <the original message>".

@@ -35,12 +35,38 @@ def save_model_weights(model: torch.nn.Module, path: str | Path) -> None:
         save_file(state, str(tmp), metadata={"format": "pt"})
 
 
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a damaged (e.g. truncated) file is a
+    :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"file not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"damaged file {path}: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load safetensors weights saved by :func:`save_model_weights` (or accelerate), strictly."""
+    """Load safetensors weights saved by :func:`save_model_weights` (or accelerate), strictly:
+    a damaged file, or one of another shape (e.g. another number of classes), is a
+    :class:`CheckpointError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model weights not found: {path}")
-    state = load_file(str(path))
+    state = read_safetensors(path)
+    target = model.state_dict()
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+             for k, v in state.items() if k in target and v.shape != target[k].shape]
+    if wrong:
+        raise CheckpointError(f"{path} does not fit the model built from its config ("
+                              f"{len(wrong)} tensor(s) of another shape, e.g. {wrong[0]}; "
+                              "another number of classes?)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit the model built from its config: "
