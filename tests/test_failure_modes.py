@@ -1,6 +1,7 @@
 """Every failure is one clear line, and resume is exact or refuses (see README, Failure modes)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -244,6 +245,15 @@ def test_corrupt_image_stops_training_at_start_up_or_is_skipped(folder_with_a_tr
     with pytest.warns(UserWarning, match="skipping 1 image"):
         train_cli.main(folder_training(root, tmp_path / "skip", "data.skip_unreadable=true"))
     assert len(read_metrics(tmp_path / "skip")) == 1
+    # Repaired since: the run's per-sample state covers the other images, so resume refuses.
+    from PIL import Image
+    Image.new("RGB", (48, 48), (90, 90, 90)).save(broken, format="JPEG")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train_cli.main(["--resume", str(tmp_path / "skip")])
+    found = re.search(r"covers (\d+) training images, the dataset now has (\d+)",
+                      capsys.readouterr().err)
+    assert found and int(found[2]) == int(found[1]) + 1
 
 
 def test_decode_error_in_a_loader_worker_is_one_line_naming_the_file(folder_with_a_truncated_image,

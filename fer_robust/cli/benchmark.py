@@ -52,6 +52,7 @@ from fer_robust.data.loaders import build_eval_loader
 from fer_robust.data.noise import load_noisy_labels
 from fer_robust.data.registry import build_dataset, read_split
 from fer_robust.data.transforms import build_transform
+from fer_robust.engine.checkpoint import latest_checkpoint
 from fer_robust.engine.distributed import build_accelerator
 from fer_robust.engine.evaluation import classification_metrics, predict_logits
 from fer_robust.engine.inference import load_trained_model
@@ -159,14 +160,14 @@ def check_same_config(cfg, run_dir: Path) -> None:
 
 def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
     """Train one run (continuing it from its last checkpoint if it has one); its summary."""
-    if run_dir.exists() and not (run_dir / "checkpoints" / "latest").is_file():
+    if run_dir.exists() and latest_checkpoint(run_dir) is None:
         # Cut short before its first checkpoint: nothing to continue from.
         state = PartialState()
         if state.is_main_process:
             print(f"[benchmark] {run_dir} has no checkpoint yet; starting it again", flush=True)
             shutil.rmtree(run_dir)
         state.wait_for_everyone()
-    resume = (run_dir / "checkpoints" / "latest").is_file()
+    resume = latest_checkpoint(run_dir) is not None
     trainer = Trainer(cfg, resume=resume, cpu=cpu).setup()
     accelerator_holder[:] = [trainer.accelerator]
     trainer.fit(end_training=False)

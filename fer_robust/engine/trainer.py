@@ -31,7 +31,8 @@ from fer_robust.data.noise import inject_label_noise, save_noisy_labels
 from fer_robust.data.registry import build_dataset
 from fer_robust.data.samplers import build_sampler
 from fer_robust.data.transforms import build_transform
-from fer_robust.engine.checkpoint import CheckpointManager, ResumePoint, save_model_weights
+from fer_robust.engine.checkpoint import (CheckpointError, CheckpointManager, ResumePoint,
+                                         save_model_weights)
 from fer_robust.engine.distributed import build_accelerator, run_on_main
 from fer_robust.engine.evaluation import (SamplePassResult, classification_metrics, per_sample_pass,
                                          predict_logits)
@@ -283,7 +284,15 @@ class Trainer:
 
         def section(prefix):
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        self.sample_state.load_state_dict(section("sample_state."))
+        saved = section("sample_state.")
+        if "given_labels" in saved and len(saved["given_labels"]) != len(self.train_set):
+            # Every per-sample array is indexed by dataset position: another image count means
+            # other images behind the indices, so no resume can be exact.
+            raise CheckpointError(
+                f"{path} covers {len(saved['given_labels'])} training images, the dataset now has "
+                f"{len(self.train_set)} (images added, removed or skipped since the run started): "
+                "restore the images the run was started with, or start a new run")
+        self.sample_state.load_state_dict(saved)
         self.loss_history.load_state_dict(section("loss_history."))
         if self.dcl is not None:
             self.dcl.load_state_dict(section("dcl."))
