@@ -304,8 +304,8 @@ class _Loader(yaml.SafeLoader):
 
     PyYAML implements YAML 1.1, where ``yes/no/on/off`` are booleans (so ``mixed_precision: no``
     became ``False``) and a float needs a dot (so ``lr: 1e-4`` stayed the string ``'1e-4'``).
-    YAML 1.2 (and every other YAML library people test their files with) reads only
-    ``true/false`` as booleans and ``1e-4`` as a float.
+    YAML 1.2, the version most other YAML tools read, takes only ``true/false`` as booleans and
+    ``1e-4`` as a float; so does this loader, in config files and in command-line values.
     """
 
 

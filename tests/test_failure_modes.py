@@ -14,15 +14,7 @@ from fer_robust.cli import predict as predict_cli
 from fer_robust.cli import test as test_cli
 from fer_robust.cli import train as train_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
-
-
-def run_tool(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-                               "OMP_NUM_THREADS": "1"})
+from _demo_runs import DEMO, FAST, ROOT, assert_same_epochs, read_metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,28 +61,8 @@ def test_tool_exits_2_with_one_line_on_bad_input(tool, bad_input_runs):
 # --------------------------------------------------------------------------------------------------
 # Resume is exact or refuses
 # --------------------------------------------------------------------------------------------------
-FAST = ["data.img_size=48", "data.demo_train_per_class=24", "data.demo_val_per_class=8",
-        "data.demo_test_per_class=8", "optim.batch_size=32", "optim.eval_batch_size=64",
-        "progress_bar=false"]
 THREE_EPOCHS = ["--config", DEMO, *FAST, "stages.0.epochs=1", "stages.1.epochs=1",
                 "stages.2.epochs=1", "data.noise.type=symmetric", "data.noise.rate=0.3"]
-
-
-def read_metrics(run):
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_epochs(records, reference):
-    """The records replay the reference run's epochs (timing aside)."""
-    assert [r["epoch"] for r in records] == [r["epoch"] for r in reference]
-    for a, b in zip(reference, records):
-        for key, value in a.items():
-            if key == "epoch_seconds":
-                continue
-            if isinstance(value, float):
-                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["epoch"], key)
-            else:
-                assert b[key] == value, (a["epoch"], key)
 
 
 @pytest.fixture(scope="module")

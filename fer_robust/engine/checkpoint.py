@@ -105,10 +105,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     folder that is gone, the newest complete ``epoch_XXX`` folder; None when there is none."""
     checkpoints = Path(run_dir) / "checkpoints"
     pointer = checkpoints / "latest"
-    if pointer.is_file():
-        path = checkpoints / pointer.read_text().strip()
-        if path.is_dir() and path.name:
-            return path
+    name = pointer.read_text().strip() if pointer.is_file() else ""
+    if name.startswith("epoch_") and (checkpoints / name).is_dir():
+        return checkpoints / name
     folders = _epoch_folders(checkpoints)
     return folders[0] if folders else None
 
