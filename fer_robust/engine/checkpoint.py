@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils.constants import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME, SCALER_NAME
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -35,13 +36,15 @@ __all__ = ["CheckpointManager", "save_model_weights", "load_model_weights", "rea
            "latest_checkpoint", "load_trainer_tensors", "checkpoint_problems", "ResumePoint",
            "CheckpointError"]
 
-# accelerate's file names (accelerate.utils.constants), for the files a checkpoint must hold.
-MODEL_FILE, OPTIMIZER_FILE, SCALER_FILE = "model.safetensors", "optimizer.bin", "scaler.pt"
+# The files a checkpoint must hold: accelerate's (its save_state names) and the trainer's.
+MODEL_FILE, OPTIMIZER_FILE = f"{SAFE_MODEL_NAME}.safetensors", f"{OPTIMIZER_NAME}.bin"
+SCALER_FILE = SCALER_NAME
 TRAINER_SCALARS, TRAINER_TENSORS = "trainer_state.json", "trainer_state.safetensors"
 
 
 def random_state_file(process_index: int) -> str:
-    return f"random_states_{process_index}.pkl"
+    """accelerate's file of one process's random states (``random_states_<i>.pkl``)."""
+    return f"{RNG_STATE_NAME}_{process_index}.pkl"
 
 
 class CheckpointError(FileNotFoundError):
