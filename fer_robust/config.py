@@ -4,6 +4,9 @@ A run's config is built in three layers (as DINOv2 does): the dataclass defaults
 file (which may name a ``_base_`` YAML it extends, relative to itself), then ``key.sub=value``
 overrides from the command line. Every key is checked against the dataclasses: an unknown key or a
 value of the wrong type is a :class:`ConfigError` that names the key and the file it came from.
+YAML files and command-line values are read with YAML 1.2's booleans and floats (:class:`_Loader`),
+and typed fields take what people type: ``optim.lr=1e-4`` is a float, ``mixed_precision=no`` the
+string ``'no'``, ``"0.5"`` in a float field the number 0.5 (:func:`_coerce`).
 Names that a registry owns (``data.name``, ``data.noise.type``, ``model.arch``,
 ``stages.N.kind``) are plain strings here; :func:`validate` checks them against the registries, so
 a newly registered dataset, noise kind, model or stage is valid without touching this file.
@@ -12,7 +15,10 @@ The resolved config is saved with every run (:func:`save_config`) and can be rel
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +75,13 @@ class DataConfig:
     # Fraction of train carved out (seeded, stratified) as validation where a benchmark has none.
     val_fraction: float = 0.1
     split_seed: int = 0
-    # Warn (with a count and the first paths) instead of failing on unreadable images.
+    # Warn (with a count and the first paths) instead of failing on unreadable images: missing or
+    # empty files, and with verify_images the ones that cannot be decoded.
     skip_unreadable: bool = False
+    # Decode every image once when a split is built, so a corrupt file stops the run at start-up
+    # (one line naming it) or, with skip_unreadable, is dropped, instead of failing mid-training:
+    # 'auto' for splits of up to 50,000 images (fer_robust.data.decode.AUTO_VERIFY_MAX_IMAGES).
+    verify_images: Literal["auto", "yes", "no"] = "auto"
     # Decode every image once and keep the uint8 array in memory (small benchmarks: FERPlus, demo).
     cache_in_memory: bool = False
     # Train on a seeded, class-stratified share of the training split (1.0: all of it). For quick
@@ -300,10 +311,58 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------------
+# Reading YAML
+# --------------------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans and floats.
+
+    PyYAML implements YAML 1.1, where ``yes/no/on/off`` are booleans (so ``mixed_precision: no``
+    became ``False``) and a float needs a dot (so ``lr: 1e-4`` stayed the string ``'1e-4'``).
+    YAML 1.2, the version most other YAML tools read, takes only ``true/false`` as booleans and
+    ``1e-4`` as a float; so does this loader, in config files and in command-line values.
+    """
+
+
+_BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_YAML12 = {
+    _BOOL_TAG: re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    # A dot or an exponent makes a float; plain digits stay an int (the int resolver comes after).
+    _FLOAT_TAG: re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+                               |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                               |[-+]?\.(?:inf|Inf|INF)
+                               |\.(?:nan|NaN|NAN))$""", re.X),
+}
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, _YAML12.get(tag, regexp)) for tag, regexp in resolvers]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+# --------------------------------------------------------------------------------------------------
 # Building from dicts with validation
 # --------------------------------------------------------------------------------------------------
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
+
+
+# What people type for a boolean, in a YAML file loaded elsewhere or quoted on the command line.
+_TRUE_WORDS, _FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _literal_choice(value: Any, choices: tuple) -> Any:
+    """``value`` as one of ``choices`` when it is one in another form: a YAML 1.1 boolean for a
+    ``yes/no/on/off`` choice (``mixed_precision: no`` read elsewhere as ``False``) or a number
+    typed as a string (``"16"`` for ``output_stride``). Otherwise ``value`` unchanged."""
+    if isinstance(value, bool):
+        words = _TRUE_WORDS if value else _FALSE_WORDS
+        return next((c for c in choices if isinstance(c, str) and c.lower() in words), value)
+    if isinstance(value, str):
+        return next((c for c in choices if not isinstance(c, str) and str(c) == value.strip()),
+                    value)
+    return value
 
 
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
@@ -317,7 +376,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         return _build(tp, value, key, source)
     if origin is Literal:
         choices = get_args(tp)
-        if value not in choices:
+        value = _literal_choice(value, choices)
+        if value not in choices or isinstance(value, bool):
             raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
         return value
     if origin is list:
@@ -336,8 +396,13 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return {_coerce(k, k_tp, f"{key}.{k}", source): _coerce(v, v_tp, f"{key}.{k}", source)
                 for k, v in value.items()}
+    if tp in (float, int) and isinstance(value, str):
+        try:  # a number quoted in YAML, or '1e-4' from a YAML 1.1 reader
+            value = float(value.strip().replace("_", ""))
+        except ValueError:
+            pass
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if tp is int:
@@ -346,6 +411,8 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return int(value)
     if tp is bool:
+        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
+            return value.strip().lower() in _TRUE_WORDS
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
@@ -402,7 +469,7 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> tuple[dict, list[str]]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -450,14 +517,14 @@ def _set_path(tree: dict, dotted: str, value: Any, source: str) -> None:
 
 
 def apply_overrides(tree: dict, overrides: list[str], source: str = "command line") -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a plain config dict."""
+    """Apply ``key.sub=value`` overrides (values parsed as YAML 1.2) to a plain config dict."""
     tree = config_to_dict(tree)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} ({source}) must look like key.sub=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = _load_yaml(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         _set_path(tree, key.strip(), value, source)
@@ -496,8 +563,80 @@ def registered_names() -> dict[str, list[str]]:
             "model.arch": list_models(), "stages.kind": list(STAGE_KINDS)}
 
 
+# Schedules the trainer can step per update (timm's create_scheduler_v2 names; 'plateau' steps on
+# epochs only and 'none' gives no scheduler to step).
+SCHEDULERS: tuple[str, ...] = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt",
+                               "constant")
+
+# Numeric ranges checked at load: (key, test, what the test requires).
+_RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
+    ("data.img_size", lambda v: v >= 8, ">= 8"),
+    ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.augment.hflip", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("data.augment.random_erasing", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("data.augment.crop_scale", lambda v: 0 < v[0] <= v[1] <= 1, "0 < low <= high <= 1"),
+    ("optim.lr", lambda v: v > 0, "> 0"),
+    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.min_lr", lambda v: v >= 0, ">= 0"),
+    ("optim.warmup_epochs", lambda v: v >= 0, ">= 0"),
+    ("optim.decay_epochs", lambda v: v > 0, "> 0"),
+    ("optim.decay_rate", lambda v: v > 0, "> 0"),
+    ("optim.batch_size", lambda v: v >= 1, ">= 1"),
+    ("optim.eval_batch_size", lambda v: v >= 1, ">= 1"),
+    ("optim.grad_accum_steps", lambda v: v >= 1, ">= 1"),
+    ("optim.clip_grad", lambda v: v >= 0, ">= 0"),
+    ("optim.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.drop_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.local_dim", lambda v: v >= 1, ">= 1"),
+    ("model.local_grid", lambda v: v >= 1, ">= 1"),
+    ("model.mim.patch_size", lambda v: v >= 1, ">= 1"),
+    ("model.mim.mask_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("model.mim.masked_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("robust.split.threshold", lambda v: 0 < v < 1, "in (0, 1) (a clean probability)"),
+    ("robust.split.loss_window", lambda v: v >= 1, ">= 1"),
+    ("robust.relabel.k", lambda v: v >= 1, ">= 1"),
+    ("robust.relabel.min_confidence", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("robust.relabel.sharpen", lambda v: v > 0, "> 0"),
+    ("robust.relabel.model_weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("robust.dcl.temperature", lambda v: v > 0, "> 0"),
+    ("robust.pass_every", lambda v: v >= 1, ">= 1"),
+    ("checkpoint_every", lambda v: v >= 1, ">= 1"),
+]
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _not_known(key: str, value: str, known: list[str], what: str) -> ConfigError:
+    """An unknown name, with the closest known ones (difflib) to say what was probably meant."""
+    close = difflib.get_close_matches(value, known, n=5, cutoff=0.6)
+    hint = f"; close names: {', '.join(close)}" if close else ""
+    return ConfigError(f"{key!r}: {value!r} is not a known {what}{hint}")
+
+
+def _validate_names(cfg: Config) -> None:
+    """The names other libraries own: timm's models and optimisers, and the schedules."""
+    import timm
+    from timm.optim import list_optimizers
+
+    if not timm.is_model(cfg.model.backbone):
+        raise _not_known("model.backbone", cfg.model.backbone, timm.list_models(), "timm model")
+    # timm reads 'lookahead_<opt>' as <opt> wrapped in Lookahead.
+    opt = cfg.optim.opt.lower().removeprefix("lookahead_")
+    if opt not in list_optimizers():
+        raise _not_known("optim.opt", cfg.optim.opt, list_optimizers(), "timm optimizer")
+    if cfg.optim.sched not in SCHEDULERS:
+        raise ConfigError(f"'optim.sched': {cfg.optim.sched!r} is not one of {list(SCHEDULERS)}")
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express, and the registered names."""
+    """Cross-field checks that types alone cannot express, value ranges, and the registered
+    names: every value a run would only trip over later (at model build, optimiser creation or
+    data loading) fails here, as one :class:`ConfigError` naming the key."""
     if not cfg.stages:
         raise ConfigError("'stages': at least one stage is needed")
     names = registered_names()
@@ -517,6 +656,10 @@ def validate(cfg: Config) -> None:
                               "valid: ce, local_ce, mim, dcl, soft_ce")
     if sum(st.epochs for st in cfg.stages) == 0:
         raise ConfigError("'stages': all stages have zero epochs")
+    for key, ok, requirement in _RANGES:
+        value = _get(cfg, key)
+        if not ok(value):
+            raise ConfigError(f"{key!r} must be {requirement}, got {value}")
     if not 0.0 <= cfg.data.noise.rate < 1.0:
         raise ConfigError(f"'data.noise.rate' must be in [0, 1), got {cfg.data.noise.rate}")
     if not 0.0 < cfg.data.train_fraction <= 1.0:
@@ -527,23 +670,26 @@ def validate(cfg: Config) -> None:
         raise ConfigError("'data.val_fraction' is 0, which leaves no validation split to select on; "
                           "for the papers' protocol (whole training split, no selection, last epoch "
                           "kept) set data.protocol=full_train")
+    from fer_robust.data.registry import needs_root
+    if needs_root(cfg.data.name) and not cfg.data.root.strip():
+        raise ConfigError(f"'data.root' is empty: set it to the folder holding the "
+                          f"{cfg.data.name} dataset (see data/README.md for each layout)")
     if cfg.model.expects_pretrained and not cfg.model.pretrained \
             and not cfg.model.pretrained_file.strip():
         raise ConfigError("'model.pretrained_file' is empty, but this recipe expects pretrained "
                           "weights (model.expects_pretrained): set "
                           "model.pretrained_file=/path/to/weights, or model.pretrained_file=none "
                           "to train from scratch")
-    if not 0.0 <= cfg.model.mim.mask_ratio < 1.0:
-        raise ConfigError(f"'model.mim.mask_ratio' must be in [0, 1), got {cfg.model.mim.mask_ratio}")
+    from fer_robust.models.weights import resolve_pretrained_file
+    weights = resolve_pretrained_file(cfg.model.pretrained_file)
+    if weights and not Path(weights).is_file():
+        raise ConfigError(f"'model.pretrained_file': file not found: {weights} (give an existing "
+                          "weight file, or model.pretrained_file=none to train from scratch)")
     if cfg.data.img_size % cfg.model.mim.patch_size and cfg.model.mim.enabled \
             and cfg.model.arch == "two_branch":
         raise ConfigError(f"'model.mim.patch_size' ({cfg.model.mim.patch_size}) must divide "
                           f"'data.img_size' ({cfg.data.img_size})")
-    if not 0.0 <= cfg.robust.relabel.model_weight <= 1.0:
-        raise ConfigError("'robust.relabel.model_weight' must be in [0, 1], got "
-                          f"{cfg.robust.relabel.model_weight}")
-    if cfg.optim.batch_size < 1 or cfg.optim.grad_accum_steps < 1:
-        raise ConfigError("'optim.batch_size' and 'optim.grad_accum_steps' must be >= 1")
+    _validate_names(cfg)
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

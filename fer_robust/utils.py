@@ -13,24 +13,45 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_save_npz", "seed_everything",
-           "json_safe"]
+           "json_safe", "share_like_new_files"]
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename, so a
-    crash mid-write leaves the previous file intact."""
+    crash mid-write leaves the previous file intact. The file gets the permissions any new file
+    gets (``0o666`` less the user's umask), not ``mkstemp``'s private ``0o600``."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name to write to")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # After the write: some writers (safetensors) replace the file with a private one.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def share_like_new_files(folder: str | os.PathLike) -> None:
+    """Give every file in ``folder`` the permissions a new file gets (``0o666`` less the umask):
+    safetensors writes its files readable by their owner only."""
+    mode = 0o666 & ~_umask()
+    for f in Path(folder).iterdir():
+        if f.is_file():
+            os.chmod(f, mode)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -100,3 +100,55 @@ def test_registries_own_the_names():
         load_config(None, ["model.arch=foo"])
     with pytest.raises(ConfigError, match="'data.noise.type': 'pair' is not one of"):
         load_config(None, ["data.noise.type=pair"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-0.1", r"'optim.lr' must be > 0, got -0.1"),
+    ("optim.lr=0", r"'optim.lr' must be > 0, got 0"),
+    ("optim.weight_decay=-1", r"'optim.weight_decay' must be >= 0"),
+    ("optim.opt=foo", r"'optim.opt': 'foo' is not a known timm optimizer"),
+    ("optim.sched=foo", r"'optim.sched': 'foo' is not one of \['cosine'"),
+    ("data.num_workers=-1", r"'data.num_workers' must be >= 0"),
+    ("robust.split.threshold=2", r"'robust.split.threshold' must be in \(0, 1\)"),
+    ("model.mim.patch_size=0", r"'model.mim.patch_size' must be >= 1"),
+])
+def test_values_that_would_fail_later_are_refused_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "demo.yaml", [override])
+
+
+def test_backbone_typo_lists_close_timm_names():
+    with pytest.raises(ConfigError, match=r"'model.backbone': 'resnet1B' is not a known timm model; "
+                                          r"close names: .*resnet18"):
+        load_config(None, ["model.backbone=resnet1B"])
+    assert load_config(None, ["model.backbone=resnet50.a1_in1k"]).model.backbone == "resnet50.a1_in1k"
+
+
+def test_empty_root_and_missing_weight_file_are_refused_at_load(tmp_path):
+    with pytest.raises(ConfigError, match=r"'data.root' is empty"):
+        load_config(CONFIGS / "ferplus_cpu.yaml", ["data.root="])
+    with pytest.raises(ConfigError, match=r"'model.pretrained_file': file not found: .*nope.pth"):
+        load_config(None, [f"model.pretrained_file={tmp_path / 'nope.pth'}"])
+    assert load_config(None, ["model.pretrained_file=None"]).model.pretrained_file == "None"
+
+
+def test_yaml_1_1_pitfalls_read_as_people_mean_them(tmp_path):
+    """YAML 1.1 reads ``no`` as a boolean and ``1e-4`` as a string: a file, the command line and a
+    quoted number all give the typed value."""
+    f = tmp_path / "pitfalls.yaml"
+    f.write_text("mixed_precision: no\noptim:\n  lr: 1e-4\n  min_lr: '2e-6'\n  batch_size: '16'\n"
+                 "data:\n  skip_unreadable: 'yes'\nmodel:\n  output_stride: '16'\n")
+    cfg = load_config(f)
+    assert cfg.mixed_precision == "no" and cfg.optim.lr == 1e-4 and cfg.optim.min_lr == 2e-6
+    assert cfg.optim.batch_size == 16 and cfg.data.skip_unreadable is True
+    assert cfg.model.output_stride == 16
+    cli = load_config(None, ["optim.lr=1e-4", "mixed_precision=no", "optim.weight_decay=5E-2",
+                             "data.skip_unreadable=on"])
+    assert (cli.optim.lr, cli.mixed_precision, cli.optim.weight_decay) == (1e-4, "no", 0.05)
+    assert cli.data.skip_unreadable is True
+    # A YAML 1.1 reader's booleans still pick the matching choice.
+    assert load_config(None, ["mixed_precision=false"]).mixed_precision == "no"
+    save_config(cli, tmp_path / "saved.yaml")
+    assert config_to_dict(load_config(tmp_path / "saved.yaml")) == config_to_dict(cli)
+    with pytest.raises(ConfigError, match=r"'optim.lr' \(from command line\): expected a number"):
+        load_config(None, ["optim.lr=fast"])

@@ -9,7 +9,7 @@ import pytest
 
 from fer_robust.config import DataConfig
 from fer_robust.data.affectnet import read_affectnet
-from fer_robust.data.base import DatasetFormatError
+from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS, confusable_targets
 from fer_robust.data.fer2013 import read_fer2013
 from fer_robust.data.ferplus import majority_vote, read_ferplus
@@ -317,10 +317,14 @@ def test_dataset_summary_counts_per_split_and_notes_absent_split(tmp_path):
 def test_data_summary_cli_prints_table(tmp_path, capsys):
     from fer_robust.cli.data_summary import main
     root = write_sfew(tmp_path / "sfew")
-    assert main(["--dataset", "sfew", "--root", str(root), "--val-fraction", "0.25"]) == 0
+    summary = main(["--dataset", "sfew", "--root", str(root), "--val-fraction", "0.25"])
     out = capsys.readouterr().out
     assert "Happy" in out and "22" in out  # 29 train images minus 7 carved
-    assert main(["--dataset", "sfew", "--root", str(tmp_path / "missing")]) == 1
+    assert summary["splits"]["train"]["total"] == 22
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", "sfew", "--root", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.startswith("data_summary: error: SFEW root: expected folder")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -338,3 +342,120 @@ def test_real_ferplus_has_protocol_counts():
     assert np.array_equal(train.votes.argmax(1), train.targets)
     image, label, index = train[0]
     assert image.size == (48, 48) and image.mode == "RGB"
+
+
+# --------------------------------------------------------------------------------------------------
+# Failure modes: corrupt images found up front, bit depth, label-file mistakes
+# --------------------------------------------------------------------------------------------------
+def truncate_jpeg(path: Path) -> None:
+    """Overwrite ``path`` with the first half of a noisy JPEG: it opens, and fails when decoded."""
+    from PIL import Image
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(path, format="JPEG")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_data_summary_verify_lists_undecodable_images_and_exits_2(tmp_path, capsys):
+    from fer_robust.cli.data_summary import main
+    root = write_rafdb(tmp_path / "rafdb")
+    broken = root / "Image" / "aligned" / "train_00003_aligned.jpg"
+    truncate_jpeg(broken)
+    assert main(["--dataset", "rafdb", "--root", str(root)])["splits"]["train"]["total"] > 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", "rafdb", "--root", str(root), "--verify"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 2
+    assert f"{broken}: image file is truncated" in out
+    assert err.strip().splitlines() == ["data_summary: error: 1 image(s) cannot be decoded (listed "
+                                        "above); replace or remove them, or pass --skip-unreadable "
+                                        "(data.skip_unreadable=true in training)"]
+    counted = main(["--dataset", "rafdb", "--root", str(root), "--verify", "--skip-unreadable"])
+    everything = dataset_summary(DataConfig(name="rafdb", root=str(root)))
+    total = sum(counted["splits"][s]["total"] for s in ("train", "val"))
+    assert total == sum(everything["splits"][s]["total"] for s in ("train", "val")) - 1
+
+
+def test_build_dataset_decodes_small_splits_up_front_and_honours_skip_unreadable(tmp_path):
+    root = write_rafdb(tmp_path / "rafdb")
+    broken = root / "Image" / "aligned" / "test_0002_aligned.jpg"
+    truncate_jpeg(broken)
+    with pytest.raises(DatasetFormatError, match=rf"rafdb test: 1 image\(s\) cannot be decoded: "
+                                                 rf"{broken} \(image file is truncated"):
+        build_dataset(DataConfig(name="rafdb", root=str(root)), "test")
+    with pytest.warns(UserWarning, match="skipping 1 image"):
+        kept = build_dataset(DataConfig(name="rafdb", root=str(root), skip_unreadable=True), "test")
+    assert len(kept) == 4 and str(broken) not in kept.paths
+    assert "cannot be decoded" in kept.notes[-1]
+    # data.verify_images=no leaves the check to the loader: one error naming the file.
+    unchecked = build_dataset(DataConfig(name="rafdb", root=str(root), verify_images="no"), "test")
+    with pytest.raises(DatasetFormatError, match=rf"cannot read image {broken}: image file is "
+                                                 "truncated"):
+        [unchecked[i] for i in range(len(unchecked))]
+
+
+def test_16_bit_png_is_scaled_by_bit_depth_not_saturated(tmp_path):
+    from PIL import Image
+    face = np.random.default_rng(0).integers(0, 256, (20, 20)).astype(np.uint8)
+    Image.fromarray(face).save(tmp_path / "face8.png")
+    Image.fromarray(face.astype(np.uint16) * 257).save(tmp_path / "face16.png")
+    assert Image.open(tmp_path / "face16.png").mode == "I;16"
+    ds = FERDataset(["a"], [0, 0], [str(tmp_path / "face8.png"), str(tmp_path / "face16.png")])
+    eight, sixteen = (np.asarray(ds.load_image(i)) for i in range(2))
+    assert sixteen.shape == (20, 20, 3)
+    assert np.array_equal(eight, sixteen) and abs(sixteen.mean() - face.mean()) < 1e-9
+
+
+def test_empty_class_folder_in_training_folder_is_refused(tmp_path):
+    for cls in ("angry", "happy"):
+        write_image(tmp_path / "train" / cls / "a.png")
+        write_image(tmp_path / "train" / cls / "b.png")
+    (tmp_path / "train" / "fear").mkdir()
+    with pytest.raises(DatasetFormatError, match=r"folder train: class folder\(s\) \[.*fear'\] "
+                                                 "hold no images"):
+        read_image_folder(tmp_path, "train")
+    root = write_sfew(tmp_path / "sfew")
+    for f in (root / "Train" / "Fear").iterdir():
+        f.unlink()
+    with pytest.raises(DatasetFormatError, match=r"SFEW train: class folder\(s\) .*Fear"):
+        read_sfew(root, "train")
+    assert len(read_sfew(root, "test")) > 0  # the test split may lack a class
+
+
+def test_fractional_ferplus_votes_are_refused(tmp_path):
+    rows = [("fer0000000.png", [7.5, 2.5, 0, 0, 0, 0, 0, 0, 0, 0], 0)]
+    root = write_ferplus(tmp_path / "ferplus", rows=rows)
+    with pytest.raises(DatasetFormatError, match=r"label.csv:1: vote counts must be whole numbers"):
+        read_ferplus(root, "train")
+    whole = [("fer0000000.png", [7.0, 3, 0, 0, 0, 0, 0, 0, 0, 0], 0)]  # "7.0" is a count
+    assert len(read_ferplus(write_ferplus(tmp_path / "whole", rows=whole), "train")) == 1
+
+
+def test_duplicate_label_rows_are_refused_naming_both_lines(tmp_path):
+    root = write_ferplus(tmp_path / "ferplus", rows=FERPLUS_ROWS + FERPLUS_ROWS[1:2])
+    with pytest.raises(DatasetFormatError, match=r"label.csv:10: fer0000001.png is listed again "
+                                                 r"\(first at line 2\)"):
+        read_ferplus(root, "train")
+    raf = write_rafdb(tmp_path / "rafdb")
+    label_file = raf / "EmoLabel" / "list_patition_label.txt"
+    label_file.write_text(label_file.read_text() + "train_00001.jpg 1\n")
+    with pytest.raises(DatasetFormatError, match=r"train_00001.jpg is listed again \(first at "
+                                                 r"line 1\)"):
+        read_rafdb(raf, "train")
+    affectnet = write_affectnet(tmp_path / "affectnet", [0, 1, 2], [0])
+    csv_file = affectnet / "training.csv"
+    csv_file.write_text(csv_file.read_text() + csv_file.read_text().splitlines()[1] + "\n")
+    with pytest.raises(DatasetFormatError, match=r"training.csv:5: .* is listed again"):
+        read_affectnet(affectnet, "train")
+
+
+def test_fer2013_pixel_out_of_range_message_says_which_value(tmp_path):
+    from _benchmark_fixtures import fer2013_row
+    root = write_fer2013(tmp_path / "fer2013")
+    csv_file = root / "fer2013.csv"
+    bad = fer2013_row(0, "Training").split(",")
+    bad[1] = bad[1].replace("7", "300", 1)
+    csv_file.write_text(csv_file.read_text() + ",".join(bad) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"fer2013.csv:34: pixel values must be in 0..255, "
+                                                 r"got 300 at position 0"):
+        read_fer2013(root, "train")

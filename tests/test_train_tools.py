@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +11,7 @@ from fer_robust.cli import predict as predict_cli
 from fer_robust.cli import test as test_cli
 from fer_robust.cli import train as train_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
-# Small and quick: a tiny demo set at 48 px.
-FAST = ["data.img_size=48", "data.demo_train_per_class=24", "data.demo_val_per_class=8",
-        "data.demo_test_per_class=8", "optim.batch_size=32", "optim.eval_batch_size=64",
-        "progress_bar=false"]
+from _demo_runs import DEMO, FAST, ROOT, assert_same_epochs, read_metrics
 
 
 def two_stage(epochs=(1, 1)):
@@ -91,17 +85,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     train_cli.main([*common, f"output_dir={tmp_path / 'cut'}", "--stop-after-epoch", "1"])
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
     train_cli.main(["--resume", str(tmp_path / "cut")])
-    full = [json.loads(x) for x in (tmp_path / "full/metrics.jsonl").read_text().splitlines()]
-    cut = [json.loads(x) for x in (tmp_path / "cut/metrics.jsonl").read_text().splitlines()]
-    assert len(full) == len(cut) == 3
-    for a, b in zip(full, cut):
-        for key, value in a.items():
-            if key == "epoch_seconds":
-                continue
-            if isinstance(value, float):
-                assert b[key] == pytest.approx(value, rel=1e-4, abs=1e-5), (a["epoch"], key)
-            else:
-                assert b[key] == value, (a["epoch"], key)
+    full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
+    assert len(full) == 3
+    assert_same_epochs(cut, full)
 
 
 def test_config_typo_is_a_clear_error_and_writes_nothing(tmp_path):

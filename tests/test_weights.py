@@ -218,9 +218,10 @@ def test_paper_config_extends_the_defaults_that_expect_weights():
 
 @pytest.mark.parametrize("override", ["model.pretrained_file=none", "model.pretrained_file=None",
                                       "model.pretrained_file=NONE", "model.pretrained=true",
-                                      "model.pretrained_file=/weights/ijba_res18_naive.pth.tar"])
-def test_paper_config_loads_with_weights_or_the_explicit_opt_out(override):
-    cfg = load_config(CONFIGS / "rafdb.yaml", [override])
+                                      "model.pretrained_file={tmp}/ijba_res18_naive.pth.tar"])
+def test_paper_config_loads_with_weights_or_the_explicit_opt_out(override, tmp_path):
+    (tmp_path / "ijba_res18_naive.pth.tar").write_bytes(b"weights")
+    cfg = load_config(CONFIGS / "rafdb.yaml", [override.format(tmp=tmp_path)])
     assert cfg.model.expects_pretrained
 
 
@@ -250,9 +251,12 @@ def test_evaluation_of_a_paper_run_never_reads_the_pretrained_file(tmp_path):
 
     from fer_robust.engine.inference import load_trained_model
 
+    weight_file = tmp_path / "moved_away.pth.tar"
+    weight_file.write_bytes(b"weights")
     cfg = load_config(CONFIGS / "rafdb.yaml", [
-        f"model.pretrained_file={tmp_path / 'moved_away.pth.tar'}", "model.backbone=test_resnet",
+        f"model.pretrained_file={weight_file}", "model.backbone=test_resnet",
         "data.img_size=32", "model.mim.patch_size=8"])
+    weight_file.unlink()
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     save_config(cfg, run_dir / "config.yaml")
@@ -267,3 +271,32 @@ def test_evaluation_of_a_paper_run_never_reads_the_pretrained_file(tmp_path):
     assert model.backbone.pretrained_source == "none (trained from scratch)"
     torch.testing.assert_close(model.state_dict()["backbone.model.conv1.0.weight"],
                                trained.state_dict()["backbone.model.conv1.0.weight"])
+
+
+def test_a_runs_network_file_initialises_another_runs_backbone(tmp_path):
+    """``model.pretrained_file=<run>/best_model.safetensors``: the project's own ``backbone.model.``
+    prefix is stripped and the rest of the network (heads for its own class count, ARM, MIM
+    decoder) is dropped, so a 7-class run initialises an 8-class one."""
+    from safetensors.torch import save_file
+
+    trained = build_model(ModelConfig(backbone="test_resnet"), 7, 32)
+    path = tmp_path / "best_model.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    model = build_model(ModelConfig(backbone="test_resnet", pretrained_file=str(path)), 8, 32)
+    report = model.backbone.load_report
+    backbone_keys = [k for k in trained.state_dict() if k.startswith("backbone.model.")]
+    assert not report.missing and len(report.loaded) == len(backbone_keys)
+    assert report.stripped_prefix == "backbone.model." and "fer_robust network" in report.layout
+    assert any(k.startswith("global_branch.head") for k in report.dropped_classifier)
+    for key in backbone_keys:
+        torch.testing.assert_close(model.state_dict()[key], trained.state_dict()[key])
+
+
+def test_truncated_weight_file_is_one_line_naming_it(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "cut.safetensors"
+    save_file({"conv1.weight": torch.zeros(4, 3, 3, 3)}, str(path))
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(PretrainedFileError, match=r"cannot read pretrained weight file .*cut"):
+        build_model(ModelConfig(backbone="test_resnet", pretrained_file=str(path)), 7, 32)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_robust.cli.predict import main  # noqa: E402
+from fer_robust.cli.predict import entry_point  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

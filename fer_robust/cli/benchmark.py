@@ -50,13 +50,14 @@ import numpy as np
 import torch
 from accelerate import PartialState
 
-from fer_robust.cli.common import repo_root, user_errors_exit
+from fer_robust.cli.common import repo_root, tool_entry, user_errors_exit
 from fer_robust.config import Config, ConfigError, config_to_dict, load_config
 from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.loaders import build_eval_loader
 from fer_robust.data.noise import load_noisy_labels
 from fer_robust.data.registry import build_dataset, read_split
 from fer_robust.data.transforms import build_transform
+from fer_robust.engine.checkpoint import latest_checkpoint
 from fer_robust.engine.distributed import build_accelerator
 from fer_robust.engine.evaluation import classification_metrics, predict_logits
 from fer_robust.engine.inference import load_trained_model
@@ -180,14 +181,14 @@ def check_same_config(cfg, run_dir: Path) -> None:
 
 def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
     """Train one run (continuing it from its last checkpoint if it has one); its summary."""
-    if run_dir.exists() and not (run_dir / "checkpoints" / "latest").is_file():
+    if run_dir.exists() and latest_checkpoint(run_dir) is None:
         # Cut short before its first checkpoint: nothing to continue from.
         state = PartialState()
         if state.is_main_process:
             print(f"[benchmark] {run_dir} has no checkpoint yet; starting it again", flush=True)
             shutil.rmtree(run_dir)
         state.wait_for_everyone()
-    resume = (run_dir / "checkpoints" / "latest").is_file()
+    resume = latest_checkpoint(run_dir) is not None
     trainer = Trainer(cfg, resume=resume, cpu=cpu).setup()
     accelerator_holder[:] = [trainer.accelerator]
     trainer.fit(end_training=False)
@@ -378,5 +379,7 @@ def main(argv=None) -> dict:
         return {"runs": results, **comparison}
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

@@ -1,29 +1,62 @@
-"""What every command-line tool shares: turning known errors into one clear line and exit code 2."""
+"""What every command-line tool shares: turning known errors into one clear line and exit code 2.
+
+Each tool's ``main(argv)`` returns its result (for tests and callers); :func:`tool_entry` wraps it
+as the process entry point (``tools/*.py`` and the console scripts), whose exit status is 0 on
+success and 2 on a user error.
+"""
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from fer_robust.config import ConfigError
 from fer_robust.data.base import DatasetFormatError
 from fer_robust.engine.checkpoint import CheckpointError
+from fer_robust.models.weights import PretrainedFileError
 
-__all__ = ["user_errors_exit", "USER_ERRORS", "repo_root"]
+__all__ = ["user_errors_exit", "USER_ERRORS", "one_line", "tool_entry", "repo_root"]
 
-USER_ERRORS = (ConfigError, DatasetFormatError, CheckpointError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DatasetFormatError, CheckpointError, PretrainedFileError,
+               FileNotFoundError, IsADirectoryError)
+
+# torch re-raises an error from a DataLoader worker as the same class with the worker's whole
+# traceback as its message; its last line is "<module>.<Class>: <the original message>".
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line: for an error re-raised from a DataLoader worker, the
+    original message (not the worker's traceback); other line breaks become '; '."""
+    message = str(error)
+    if _WORKER_TRACEBACK in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 @contextmanager
 def user_errors_exit(tool: str) -> Iterator[None]:
-    """Print ``<tool>: error: <message>`` and exit 2 for input errors (no traceback)."""
+    """Print ``<tool>: error: <message>`` on one line and exit 2 for input errors (no traceback)."""
     from fer_robust.engine.trainer import NonFiniteLossError, RunDirError
     try:
         yield
     except (*USER_ERRORS, RunDirError, NonFiniteLossError) as e:
-        print(f"{tool}: error: {e}", file=sys.stderr)
+        print(f"{tool}: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def tool_entry(main: Callable[..., Any]) -> Callable[[], int]:
+    """The process entry point of a tool whose ``main(argv=None)`` returns its result: exit
+    status 0 when ``main`` returns; a user error exits 2 from inside ``main``. (A console script
+    calls ``sys.exit(entry())``: handing it ``main``'s dict would print it and exit 1.)"""
+    def entry() -> int:
+        main()
+        return 0
+    entry.__doc__ = f"Run {main.__module__}.main and return the exit status."
+    return entry
 
 
 def repo_root() -> Path:

@@ -10,7 +10,7 @@ import csv
 import sys
 from pathlib import Path
 
-from fer_robust.cli.common import user_errors_exit
+from fer_robust.cli.common import tool_entry, user_errors_exit
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -19,7 +19,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
-    p.add_argument("--out", type=Path, default=None, help="CSV with one row per image")
+    p.add_argument("--out", type=Path, default=None,
+                   help="CSV with one row per image (an existing folder holds predictions.csv)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--tta", choices=["none", "hflip"], default="none")
     return p.parse_args(argv)
@@ -45,6 +46,7 @@ def main(argv=None) -> list[dict]:
         import torch
         from PIL import Image
 
+        from fer_robust.data.decode import DECODE_ERRORS, to_rgb
         from fer_robust.data.transforms import build_transform
         from fer_robust.engine.evaluation import tta_logits
         from fer_robust.engine.inference import load_trained_model
@@ -60,8 +62,9 @@ def main(argv=None) -> list[dict]:
                 images = []
                 for f in chunk:
                     try:
-                        images.append(transform(Image.open(f).convert("RGB")))
-                    except OSError as e:
+                        with Image.open(f) as img:
+                            images.append(transform(to_rgb(img)))
+                    except DECODE_ERRORS as e:
                         raise FileNotFoundError(f"cannot read image {f}: {e}") from None
                 probs = tta_logits(model, torch.stack(images), args.tta == "hflip").softmax(1)
                 for f, p in zip(chunk, probs):
@@ -71,13 +74,16 @@ def main(argv=None) -> list[dict]:
         for r in rows:
             print(f"{r['path']}\t{r['class']}\t{r['confidence']:.3f}")
         if args.out:
-            with atomic_path(args.out) as tmp, open(tmp, "w", newline="") as fh:
+            out = args.out / "predictions.csv" if args.out.is_dir() else args.out
+            with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
-            print(f"wrote {args.out}", file=sys.stderr)
+            print(f"wrote {out}", file=sys.stderr)
         return rows
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from accelerate import Accelerator
 
-from fer_robust.cli.common import user_errors_exit
+from fer_robust.cli.common import tool_entry, user_errors_exit
 from fer_robust.config import Config
 from fer_robust.data.base import FERDataset
 from fer_robust.data.loaders import build_eval_loader
@@ -232,5 +232,7 @@ def main(argv=None) -> dict:
         return summary
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

@@ -9,10 +9,11 @@ and the confusion matrix, and the confusion matrix as a PNG beside it. Results d
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from pathlib import Path
 
-from fer_robust.cli.common import user_errors_exit
+from fer_robust.cli.common import tool_entry, user_errors_exit
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -26,9 +27,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tta", choices=["none", "hflip"], default="none",
                    help="test-time augmentation: average with the horizontally flipped image")
     p.add_argument("--out", type=Path, default=None,
-                   help="result JSON (default: <run>/eval_<split>.json); the PNG goes beside it")
+                   help="result JSON (default: <run>/eval_<split>.json), or a folder for it; the "
+                        "PNG goes beside it (--out x.png writes x.png and x.json)")
     p.add_argument("--cpu", action="store_true")
     return p.parse_args(argv)
+
+
+def result_paths(out: Path | None, run_dir: Path, split: str) -> tuple[Path, Path]:
+    """``(json, png)``: where the result and its confusion-matrix picture go. ``--out`` names the
+    JSON; an existing folder holds ``eval_<split>.json``; a ``.png`` name is the picture's, with
+    the JSON beside it (never one path for both)."""
+    if out is None:
+        out = run_dir / f"eval_{split}.json"
+    elif out.is_dir():
+        out = out / f"eval_{split}.json"
+    elif out.suffix.lower() == ".png":
+        out = out.with_suffix(".json")
+    return out, out.with_suffix(".png")
 
 
 def main(argv=None) -> dict:
@@ -61,17 +76,19 @@ def main(argv=None) -> dict:
         result.update({"split": args.split, "checkpoint": str(args.checkpoint), "tta": args.tta,
                        "dataset": cfg.data.name, "data_root": cfg.data.root,
                        **selection_record(cfg.data.protocol, run_dir)})
-        out = args.out or (run_dir / f"eval_{args.split}.json")
+        out, png = result_paths(args.out, run_dir, args.split)
         if accelerator.is_main_process:
             atomic_write_json(out, result)
-            save_confusion_png(result["confusion_matrix"], class_names, out.with_suffix(".png"),
+            save_confusion_png(result["confusion_matrix"], class_names, png,
                                title=f"{cfg.data.name} {args.split}: acc {result['accuracy']:.4f}")
             print(json.dumps({k: result[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1",
                                                      "num_samples", "protocol")}))
             print(f"model selection: {result['model_selection']}")
-            print(f"wrote {out} and {out.with_suffix('.png')}")
+            print(f"wrote {out} and {png}")
         return result
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

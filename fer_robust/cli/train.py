@@ -4,14 +4,20 @@
     python tools/train.py --config configs/ferplus_cpu.yaml data.root=../shared/data/ferplus \\
         data.noise.type=symmetric data.noise.rate=0.3 output_dir=runs/ferplus_sym30
     python tools/train.py --resume runs/ferplus_sym30          # continue an interrupted run
+
+``--resume`` is exact or refuses: it starts from the newest kept checkpoint whose files are all
+whole (a damaged newer one is passed over with a warning), and refuses when only checkpoints
+without their random states are left, unless ``--resume-inexact`` (recorded in metrics.jsonl). A
+run cut short before its first checkpoint starts again from epoch 0.
     accelerate launch --num_processes 4 tools/train.py --config configs/rafdb.yaml data.root=...
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from fer_robust.cli.common import user_errors_exit
+from fer_robust.cli.common import tool_entry, user_errors_exit
 from fer_robust.config import ConfigError, load_config
 
 
@@ -22,6 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or in the config's output_dir) from its last "
                         "checkpoint, with the config saved there")
+    p.add_argument("--resume-inexact", action="store_true",
+                   help="with --resume: when no kept checkpoint has its random states, continue "
+                        "from one without them (not an exact replay; recorded in metrics.jsonl)")
     p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
                    help="checkpoint and exit after epoch N (0-based); continue later with --resume")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
@@ -33,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     with user_errors_exit("train"):
+        if args.resume_inexact and args.resume is None:
+            raise ConfigError("--resume-inexact goes with --resume")
         if args.resume is not None:
             if args.resume:
                 run_dir = Path(args.resume)
@@ -47,7 +58,8 @@ def main(argv=None) -> dict:
         else:
             cfg = load_config(args.config, args.overrides)
         from fer_robust.engine.trainer import Trainer
-        trainer = Trainer(cfg, resume=args.resume is not None, cpu=args.cpu).setup()
+        trainer = Trainer(cfg, resume=args.resume is not None, cpu=args.cpu,
+                          resume_inexact=args.resume_inexact).setup()
         record = trainer.fit(stop_after_epoch=args.stop_after_epoch)
         if trainer.best["epoch"] >= 0:
             kept = (f"best val accuracy {trainer.best['val_accuracy']:.4f} at epoch "
@@ -58,5 +70,7 @@ def main(argv=None) -> dict:
         return record
 
 
+entry_point = tool_entry(main)
+
 if __name__ == "__main__":
-    main()
+    sys.exit(entry_point())

@@ -14,7 +14,7 @@ from fer_robust.data.dataset_facts import SPLITS
 from fer_robust.data.splits import stratified_split
 
 __all__ = ["SplitNotFoundError", "IMAGE_EXTENSIONS", "check_split", "require_dir", "require_file",
-           "find_unreadable", "drop_unreadable", "carve", "finish_dataset"]
+           "refuse_duplicate_rows", "find_unreadable", "drop_unreadable", "carve", "finish_dataset"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -42,6 +42,17 @@ def require_file(path: Path, what: str, missing_split: bool = False) -> Path:
         err = SplitNotFoundError if missing_split else DatasetFormatError
         raise err(f"{what}: expected file not found: {path}")
     return path
+
+
+def refuse_duplicate_rows(names: Sequence[str], lines: Sequence[int], label_file: Path) -> None:
+    """Raise naming the second row of an image listed twice in ``label_file`` (a copied block of
+    rows would count the image twice, in a split's counts and in training)."""
+    first_line: dict[str, int] = {}
+    for name, line in zip(names, lines):
+        if name in first_line:
+            raise DatasetFormatError(f"{label_file}:{line}: {name} is listed again (first at line "
+                                     f"{first_line[name]}); remove the duplicate row")
+        first_line[name] = line
 
 
 def find_unreadable(paths: Sequence[str]) -> np.ndarray:

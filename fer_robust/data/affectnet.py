@@ -23,7 +23,9 @@ from PIL import Image
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS
-from fer_robust.data._reading import carve, check_split, finish_dataset, require_dir, require_file
+from fer_robust.data.decode import to_rgb
+from fer_robust.data._reading import (carve, check_split, finish_dataset, refuse_duplicate_rows,
+                                      require_dir, require_file)
 
 __all__ = ["read_affectnet", "AFFECTNET_COLUMNS"]
 
@@ -42,7 +44,7 @@ class _FaceBoxLoader:
     def __call__(self, i: int) -> Image.Image:
         x, y, w, h = (int(v) for v in self.boxes[i])
         with Image.open(self.paths[i]) as img:
-            return img.crop((x, y, x + w, y + h)).convert("RGB")
+            return to_rgb(img.crop((x, y, x + w, y + h)))
 
     def select(self, keep: np.ndarray) -> "_FaceBoxLoader":
         return _FaceBoxLoader([self.paths[i] for i in keep], self.boxes[keep])
@@ -66,6 +68,7 @@ def _parse_csv(csv_file: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
         rel_paths: list[str] = []
         labels: list[int] = []
         boxes: list[list[int]] = []
+        lines: list[int] = []
         for row in reader:
             line = reader.line_num
             if not row:
@@ -89,6 +92,8 @@ def _parse_csv(csv_file: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             rel_paths.append(row[col["subDirectory_filePath"]].strip())
             labels.append(label)
             boxes.append(box)
+            lines.append(line)
+    refuse_duplicate_rows(rel_paths, lines, csv_file)
     return rel_paths, np.asarray(labels, dtype=np.int64), np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
 
 

@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from fer_robust.data.decode import DECODE_ERRORS, to_rgb
+
 __all__ = ["FERDataset", "DatasetFormatError"]
 
 
@@ -67,16 +69,27 @@ class FERDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def decode_image(self, index: int) -> Image.Image:
+        """Sample ``index`` decoded from its source as 8-bit RGB (:func:`~fer_robust.data.decode.
+        to_rgb`); Pillow's errors pass through (see :data:`~fer_robust.data.decode.DECODE_ERRORS`)."""
+        if self._loader is not None:
+            return to_rgb(self._loader(index))
+        with Image.open(self.paths[index]) as img:
+            img.load()  # decode now, while the file is open (a truncated file fails here)
+            return to_rgb(img)
+
     def load_image(self, index: int) -> Image.Image:
         """The RGB image of sample ``index`` (before transforms)."""
         if self._cache is not None:
             return Image.fromarray(self._cache[index])
         try:
-            img = self._loader(index) if self._loader is not None else Image.open(self.paths[index])
-            return img.convert("RGB")
-        except (OSError, ValueError) as e:
+            return self.decode_image(index)
+        except DECODE_ERRORS as e:
+            # Raised in a DataLoader worker too; the tools print it as this one line.
             raise DatasetFormatError(f"{self.name} {self.split}: cannot read image "
-                                     f"{self.paths[index]}: {e}") from None
+                                     f"{self.paths[index]}: {e}; data.verify_images=yes checks "
+                                     "every image at start-up (data.skip_unreadable=true then "
+                                     "drops the broken ones)") from None
 
     def __getitem__(self, index: int):
         img = self.load_image(index)

@@ -81,9 +81,14 @@ def _parse_csv(csv_file: Path, usages: set[str]) -> tuple[np.ndarray, np.ndarray
                 values = np.array(pixels.split(), dtype=np.int64)
             except ValueError:
                 raise DatasetFormatError(f"{csv_file}:{line}: pixels are not integers") from None
-            if values.size != _SIDE * _SIDE or values.min() < 0 or values.max() > 255:
+            if values.size != _SIDE * _SIDE:
                 raise DatasetFormatError(f"{csv_file}:{line}: expected {_SIDE * _SIDE} pixel values "
-                                         f"in 0..255, got {values.size}")
+                                         f"(a {_SIDE}x{_SIDE} face), got {values.size}")
+            outside = np.flatnonzero((values < 0) | (values > 255))
+            if outside.size:
+                raise DatasetFormatError(f"{csv_file}:{line}: pixel values must be in 0..255, got "
+                                         f"{values[outside[0]]} at position {outside[0]} "
+                                         f"({outside.size} value(s) outside)")
             labels.append(label)
             faces.append(values.astype(np.uint8).reshape(_SIDE, _SIDE))
             lines.append(line)

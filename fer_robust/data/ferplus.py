@@ -18,7 +18,8 @@ import numpy as np
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS
-from fer_robust.data._reading import check_split, finish_dataset, require_dir, require_file
+from fer_robust.data._reading import (check_split, finish_dataset, refuse_duplicate_rows,
+                                      require_dir, require_file)
 
 __all__ = ["read_ferplus", "majority_vote", "FERPLUS_SPLIT_FOLDERS"]
 
@@ -56,6 +57,7 @@ def _parse_label_csv(label_file: Path) -> tuple[list[str], np.ndarray]:
     """File names and ``(N, 10)`` int vote counts, with errors naming the file and line."""
     names: list[str] = []
     rows: list[list[int]] = []
+    lines: list[int] = []
     with open(label_file, newline="") as f:
         reader = csv.reader(f)
         for row in reader:
@@ -69,14 +71,22 @@ def _parse_label_csv(label_file: Path) -> tuple[list[str], np.ndarray]:
             if not name:
                 raise DatasetFormatError(f"{label_file}:{line}: empty image file name")
             try:
-                counts = [int(float(c)) for c in row[2:]]
+                values = [float(c) for c in row[2:]]
             except ValueError:
                 raise DatasetFormatError(f"{label_file}:{line}: vote counts must be integers, "
                                          f"got {row[2:]}") from None
+            # A vote is one tagger's: a fraction is not a count (truncating it would change the
+            # majority), so it is refused rather than guessed at.
+            if not all(v.is_integer() for v in values):
+                raise DatasetFormatError(f"{label_file}:{line}: vote counts must be whole numbers "
+                                         f"(one per tagger), got {[c.strip() for c in row[2:]]}")
+            counts = [int(v) for v in values]
             if min(counts) < 0:
                 raise DatasetFormatError(f"{label_file}:{line}: negative vote count in {counts}")
             names.append(name)
             rows.append(counts)
+            lines.append(line)
+    refuse_duplicate_rows(names, lines, label_file)
     return names, np.asarray(rows, dtype=np.int64).reshape(-1, _NUM_VOTE_COLUMNS)
 
 

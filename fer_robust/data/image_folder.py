@@ -29,15 +29,20 @@ def list_class_folders(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_class_folders(split_dir: Path, classes: Sequence[str],
-                       what: str) -> tuple[list[str], np.ndarray, list[str]]:
+def scan_class_folders(split_dir: Path, classes: Sequence[str], what: str,
+                       every_class: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
     """Image paths and class ids under ``split_dir/<class>/``, sorted by class then file name.
+
+    Args:
+        every_class: each class must have images (the folder training reads: a class without
+            images would be trained as an output no image ever teaches).
 
     Returns:
         ``(paths, targets, notes)``; notes count the non-image files left out.
 
     Raises:
-        DatasetFormatError: a sub-folder that is not one of ``classes`` (naming it).
+        DatasetFormatError: a sub-folder that is not one of ``classes`` (naming it), or with
+            ``every_class`` a class without images (naming its folder).
     """
     index = {c: i for i, c in enumerate(classes)}
     unknown = [d for d in list_class_folders(split_dir) if d not in index]
@@ -59,6 +64,13 @@ def scan_class_folders(split_dir: Path, classes: Sequence[str],
                 targets.append(index[cls])
             else:
                 others.append(str(f))
+    if every_class:
+        present = set(targets)
+        empty = [c for i, c in enumerate(classes) if i not in present]
+        if empty:
+            raise DatasetFormatError(
+                f"{what}: class folder(s) {[str(split_dir / c) for c in empty]} hold no images; "
+                "every class needs training images (add some; in a folder dataset, or remove the folder)")
     notes = []
     if others:
         notes.append(f"{what}: left out {len(others)} non-image file(s), first: {others[:5]}")
@@ -90,7 +102,8 @@ def read_image_folder(root: str | Path, split: str, *, skip_unreadable: bool = F
     split_dir = root / source
     if not split_dir.is_dir():
         raise SplitNotFoundError(f"{name} {split}: expected folder not found: {split_dir}")
-    paths, targets, notes = scan_class_folders(split_dir, classes, f"{name} {split}")
+    paths, targets, notes = scan_class_folders(split_dir, classes, f"{name} {split}",
+                                               every_class=source == "train")
     if carved and split != "test":
         rows = carve(targets, split, val_fraction, split_seed)
         paths, targets = [paths[i] for i in rows], targets[rows]

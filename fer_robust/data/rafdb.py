@@ -18,7 +18,8 @@ import numpy as np
 
 from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS
-from fer_robust.data._reading import carve, check_split, finish_dataset, require_dir, require_file
+from fer_robust.data._reading import (carve, check_split, finish_dataset, refuse_duplicate_rows,
+                                      require_dir, require_file)
 
 __all__ = ["read_rafdb", "RAFDB_LABEL_FILE"]
 
@@ -30,6 +31,7 @@ def _parse_partition_file(label_file: Path) -> tuple[list[str], np.ndarray, np.n
     names: list[str] = []
     labels: list[int] = []
     is_test: list[bool] = []
+    lines: list[int] = []
     num_classes = len(DATASET_SPECS["rafdb"].classes)
     with open(label_file) as f:
         for line_no, line in enumerate(f, start=1):
@@ -54,6 +56,8 @@ def _parse_partition_file(label_file: Path) -> tuple[list[str], np.ndarray, np.n
             names.append(name)
             labels.append(label - 1)
             is_test.append(name.startswith("test_"))
+            lines.append(line_no)
+    refuse_duplicate_rows(names, lines, label_file)
     return names, np.asarray(labels, dtype=np.int64), np.asarray(is_test, dtype=bool)
 
 

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from fer_robust.config import ConfigError
 from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.affectnet import read_affectnet
 from fer_robust.data.base import FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS, SPLITS
+from fer_robust.data.decode import check_decodable, find_undecodable, should_verify
 from fer_robust.data.demo import build_demo_dataset
 from fer_robust.data.fer2013 import read_fer2013
 from fer_robust.data.ferplus import read_ferplus
@@ -28,15 +30,20 @@ from fer_robust.utils import register_in
 if TYPE_CHECKING:
     from fer_robust.config import DataConfig
 
-__all__ = ["register_dataset", "list_datasets", "build_dataset", "read_split", "dataset_summary",
-           "format_summary"]
+__all__ = ["register_dataset", "list_datasets", "needs_root", "build_dataset", "read_split",
+           "dataset_summary", "format_summary"]
 
 Reader = Callable[["DataConfig", str], FERDataset]
 _READERS: dict[str, Reader] = {}
+# Datasets drawn in memory (the demo faces): the only ones that read nothing under data.root.
+_DRAWN: set[str] = set()
 
 
-def register_dataset(name: str) -> Callable[[Reader], Reader]:
-    """Decorator registering ``reader(data_cfg, split) -> FERDataset`` as ``data.name=name``."""
+def register_dataset(name: str, drawn: bool = False) -> Callable[[Reader], Reader]:
+    """Decorator registering ``reader(data_cfg, split) -> FERDataset`` as ``data.name=name``;
+    ``drawn``: the reader makes its images and needs no ``data.root``."""
+    if drawn:
+        _DRAWN.add(name)
     return register_in(_READERS, "dataset", name)
 
 
@@ -45,15 +52,20 @@ def list_datasets() -> list[str]:
     return list(_READERS)
 
 
+def needs_root(name: str) -> bool:
+    """Whether dataset ``name`` reads files under ``data.root`` (so an empty root is an error)."""
+    return name not in _DRAWN
+
+
 def _file_options(data_cfg: "DataConfig", split: str) -> tuple[dict, dict]:
     """``(common, carve)`` keyword arguments of a reader of files under ``data.root``: every
     reader takes ``common``; those that carve a validation split from train also take ``carve``."""
     if not data_cfg.root:
-        raise ValueError(f"data.root is empty: set it to the folder holding the {data_cfg.name} "
+        raise ConfigError(f"data.root is empty: set it to the folder holding the {data_cfg.name} "
                          "dataset (see data/README.md for each dataset's layout)")
     if data_cfg.protocol == "full_train":
         if split == "val":
-            raise ValueError("data.protocol=full_train has no validation split: the whole training "
+            raise ConfigError("data.protocol=full_train has no validation split: the whole training "
                              "split trains and the last epoch is kept")
         carve = dict(val_fraction=0.0, split_seed=data_cfg.split_seed)  # train keeps every row
     else:
@@ -61,7 +73,7 @@ def _file_options(data_cfg: "DataConfig", split: str) -> tuple[dict, dict]:
     return dict(skip_unreadable=data_cfg.skip_unreadable), carve
 
 
-@register_dataset("demo")
+@register_dataset("demo", drawn=True)
 def _demo(data_cfg: "DataConfig", split: str) -> FERDataset:
     return build_demo_dataset(data_cfg, split)  # drawn: no root, no files
 
@@ -117,26 +129,36 @@ def train_subset(dataset: FERDataset, fraction: float, seed: int) -> FERDataset:
 def build_dataset(data_cfg: "DataConfig", split: str, transform: Callable | None = None) -> FERDataset:
     """Split ``split`` of the benchmark ``data_cfg`` describes, with ``transform`` set.
 
-    With ``data_cfg.cache_in_memory`` every image is decoded once into one uint8 array
+    Every image is decoded once first when ``data_cfg.verify_images`` says so
+    (:func:`~fer_robust.data.decode.check_decodable`: an error naming the broken files, or with
+    ``data.skip_unreadable`` the split without them). With ``data_cfg.cache_in_memory`` every
+    image is decoded once into one uint8 array
     (:meth:`FERDataset.cache_in_memory`): worth it for FERPlus (25k 48x48 faces, ~170 MB as RGB)
     and the demo set, whose per-image decode or drawing costs more than the transform.
     """
     dataset = read_split(data_cfg, split)
     if split == "train" and data_cfg.train_fraction < 1.0:
         dataset = train_subset(dataset, data_cfg.train_fraction, data_cfg.split_seed)
+    if needs_root(data_cfg.name) and should_verify(data_cfg.verify_images, len(dataset)):
+        dataset = check_decodable(dataset, data_cfg.skip_unreadable)
     if data_cfg.cache_in_memory:
         dataset.cache_in_memory()
     dataset.transform = transform
     return dataset
 
 
-def dataset_summary(data_cfg: "DataConfig") -> dict:
+def dataset_summary(data_cfg: "DataConfig", verify: bool = False) -> dict:
     """Per-split, per-class counts of a benchmark, for the summary table and reports.
+
+    With ``verify`` every image is decoded once (:func:`~fer_robust.data.decode.find_undecodable`)
+    and each split lists its undecodable images; with ``data_cfg.skip_unreadable`` they are left
+    out of the counts (as training leaves them out), otherwise counted.
 
     Returns:
         ``{"name", "root", "classes", "splits": {split: {"total", "per_class": {class: n},
-        "notes"} or {"absent": reason}}}``. A split whose folder or file is absent is reported as
-        absent; any other format problem raises.
+        "notes", "undecodable": [{"path", "reason"}] (with verify)} or {"absent": reason}}}``.
+        A split whose folder or file is absent is reported as absent; any other format problem
+        raises.
     """
     summary: dict = {"name": data_cfg.name, "root": data_cfg.root, "classes": None, "splits": {}}
     for split in SPLITS:
@@ -145,12 +167,21 @@ def dataset_summary(data_cfg: "DataConfig") -> dict:
         except SplitNotFoundError as e:
             summary["splits"][split] = {"absent": str(e)}
             continue
+        info: dict = {}
+        if verify:
+            bad = find_undecodable(ds)
+            info["undecodable"] = [{"path": b.path, "reason": b.reason} for b in bad]
+            if bad and data_cfg.skip_unreadable:
+                notes = [*getattr(ds, "notes", []), f"left out {len(bad)} undecodable image(s)"]
+                ds = ds.subset(np.setdiff1d(np.arange(len(ds)), [b.index for b in bad]))
+                ds.notes = notes
         counts = np.bincount(ds.clean_targets, minlength=ds.num_classes)
         summary["classes"] = list(ds.classes)
         summary["splits"][split] = {
             "total": int(counts.sum()),
             "per_class": {c: int(n) for c, n in zip(ds.classes, counts)},
             "notes": list(getattr(ds, "notes", [])),
+            **info,
         }
     return summary
 
@@ -180,4 +211,9 @@ def format_summary(summary: dict) -> str:
                          f"{expected:,}")
         for note in info.get("notes", []):
             lines.append(f"note: {s}: {note}")
+        if "undecodable" in info:
+            bad = info["undecodable"]
+            lines.append(f"verify: {s}: every image decodes" if not bad else
+                         f"verify: {s}: {len(bad)} image(s) cannot be decoded:")
+            lines.extend(f"  {b['path']}: {b['reason']}" for b in bad)
     return "\n".join(lines)

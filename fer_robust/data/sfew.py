@@ -35,7 +35,8 @@ def read_sfew(root: str | Path, split: str, *, skip_unreadable: bool = False,
     classes = DATASET_SPECS["sfew"].classes
     source = "Val" if split == "test" else "Train"
     split_dir = require_dir(root / source, f"SFEW {split}", missing_split=True)
-    paths, targets, notes = scan_class_folders(split_dir, classes, f"SFEW {split}")
+    paths, targets, notes = scan_class_folders(split_dir, classes, f"SFEW {split}",
+                                               every_class=source == "Train")
     if split != "test" and len(targets):
         rows = carve(targets, split, val_fraction, split_seed)
         paths, targets = [paths[i] for i in rows], targets[rows]

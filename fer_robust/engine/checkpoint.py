@@ -1,4 +1,4 @@
-"""Atomic checkpoints and model weight files.
+"""Atomic checkpoints and model weight files, and choosing the checkpoint a resume starts from.
 
 A checkpoint is a folder ``checkpoints/epoch_XXX`` holding accelerate's state (model as safetensors,
 optimizer, grad scaler and every process's RNG state) plus the trainer's own state: scalars in
@@ -7,21 +7,44 @@ It is written under a temporary name and renamed into place, and ``checkpoints/l
 replaced in one rename afterwards, so a kill during a save leaves the previous checkpoint usable.
 Nothing is loaded with pickle: weights are safetensors and accelerate loads the optimizer and RNG
 files with ``weights_only=True``.
+
+Resume is exact or refuses (:meth:`CheckpointManager.resume_point`). Every file of a checkpoint is
+checked before anything is loaded (:func:`checkpoint_problems`): a damaged or missing file makes
+the resume fall back, with a warning, to the newest kept checkpoint that is whole, wherever
+``latest`` points. accelerate's ``load_state`` only logs (at info level) when it cannot restore the
+random states, and a run would then continue with other augmentations, sampling and masks than an
+uninterrupted one; so a checkpoint whose random states are missing or damaged counts as damaged,
+and is used only when no whole one is kept and the user asks for it (``--resume-inexact``).
 """
 from __future__ import annotations
 
 import json
 import shutil
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils.constants import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME, SCALER_NAME
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from fer_robust.utils import atomic_path, atomic_write_json, atomic_write_text
+from fer_robust.utils import atomic_path, atomic_write_json, atomic_write_text, share_like_new_files
 
-__all__ = ["CheckpointManager", "save_model_weights", "load_model_weights", "latest_checkpoint",
-           "load_trainer_tensors", "CheckpointError"]
+__all__ = ["CheckpointManager", "save_model_weights", "load_model_weights", "read_safetensors",
+           "latest_checkpoint", "load_trainer_tensors", "checkpoint_problems", "ResumePoint",
+           "CheckpointError"]
+
+# The files a checkpoint must hold: accelerate's (its save_state names) and the trainer's.
+MODEL_FILE, OPTIMIZER_FILE = f"{SAFE_MODEL_NAME}.safetensors", f"{OPTIMIZER_NAME}.bin"
+SCALER_FILE = SCALER_NAME
+TRAINER_SCALARS, TRAINER_TENSORS = "trainer_state.json", "trainer_state.safetensors"
+
+
+def random_state_file(process_index: int) -> str:
+    """accelerate's file of one process's random states (``random_states_<i>.pkl``)."""
+    return f"{RNG_STATE_NAME}_{process_index}.pkl"
 
 
 class CheckpointError(FileNotFoundError):
@@ -35,34 +58,145 @@ def save_model_weights(model: torch.nn.Module, path: str | Path) -> None:
         save_file(state, str(tmp), metadata={"format": "pt"})
 
 
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file; a damaged (e.g. truncated) file is a
+    :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"file not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        raise CheckpointError(f"damaged file {path}: {_first_line(e)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load safetensors weights saved by :func:`save_model_weights` (or accelerate), strictly."""
+    """Load safetensors weights saved by :func:`save_model_weights` (or accelerate), strictly:
+    a damaged file, or one of another shape (e.g. another number of classes), is a
+    :class:`CheckpointError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model weights not found: {path}")
-    state = load_file(str(path))
+    state = read_safetensors(path)
+    target = model.state_dict()
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+             for k, v in state.items() if k in target and v.shape != target[k].shape]
+    if wrong:
+        raise CheckpointError(f"{path} does not fit the model built from its config ("
+                              f"{len(wrong)} tensor(s) of another shape, e.g. {wrong[0]}; "
+                              "another number of classes?)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path} does not fit the model built from its config: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
+def _epoch_folders(checkpoints: Path) -> list[Path]:
+    """``epoch_XXX`` folders holding the three files every checkpoint has, newest first."""
+    folders = [p for p in checkpoints.glob("epoch_*") if p.is_dir()
+               and all((p / f).is_file() for f in (MODEL_FILE, TRAINER_SCALARS, TRAINER_TENSORS))]
+    return sorted(folders, key=lambda p: p.name, reverse=True)
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The folder ``checkpoints/latest`` points to, or None."""
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if path.is_dir() else None
+    """The folder ``checkpoints/latest`` points to or, when the pointer is missing or points to a
+    folder that is gone, the newest complete ``epoch_XXX`` folder; None when there is none."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    pointer = checkpoints / "latest"
+    name = pointer.read_text().strip() if pointer.is_file() else ""
+    if name.startswith("epoch_") and (checkpoints / name).is_dir():
+        return checkpoints / name
+    folders = _epoch_folders(checkpoints)
+    return folders[0] if folders else None
 
 
 def load_trainer_tensors(path: str | Path, prefix: str = "") -> dict[str, torch.Tensor]:
     """The trainer's tensors saved in checkpoint folder ``path`` (``trainer_state.safetensors``),
     those whose key starts with ``prefix``, with the prefix removed (e.g. ``"loss_history."``)."""
-    file = Path(path) / "trainer_state.safetensors"
+    file = Path(path) / TRAINER_TENSORS
     if not file.is_file():
-        raise CheckpointError(f"incomplete checkpoint {path}: trainer_state.safetensors is missing")
-    return {k[len(prefix):]: v for k, v in load_file(str(file)).items() if k.startswith(prefix)}
+        raise CheckpointError(f"incomplete checkpoint {path}: {TRAINER_TENSORS} is missing")
+    return {k[len(prefix):]: v for k, v in read_safetensors(file).items() if k.startswith(prefix)}
+
+
+# --------------------------------------------------------------------------------------------------
+# Checking a checkpoint before resuming from it
+# --------------------------------------------------------------------------------------------------
+def _safetensors_problem(file: Path) -> str | None:
+    try:
+        with safe_open(str(file), framework="pt") as f:  # checks the header covers the file
+            f.keys()
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+        return _first_line(e)
+    return None
+
+
+def _zip_problem(file: Path) -> str | None:
+    """torch.save writes a zip archive: its CRCs tell a damaged file without unpickling it."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return _first_line(e)
+    return f"member {bad} is damaged" if bad else None
+
+
+def _random_state_problem(file: Path) -> str | None:
+    """Read as accelerate's ``load_state`` reads it (which would swallow the error)."""
+    from accelerate.utils import load
+    try:
+        states = load(file)
+    except Exception as e:  # noqa: BLE001 - the reason is reported, never swallowed
+        return _first_line(e)
+    missing = {"random_state", "numpy_random_seed", "torch_manual_seed"} - set(states)
+    return f"lacks {sorted(missing)}" if missing else None
+
+
+def _scalars_problem(file: Path) -> str | None:
+    try:
+        scalars = json.loads(file.read_text())
+    except (ValueError, OSError) as e:
+        return _first_line(e)
+    missing = {"epoch", "num_updates", "best"} - set(scalars if isinstance(scalars, dict) else {})
+    return f"lacks {sorted(missing)}" if missing else None
+
+
+def checkpoint_problems(path: Path, num_processes: int = 1, with_scaler: bool = False
+                        ) -> tuple[list[str], list[str]]:
+    """``(state, random)``: what is wrong with checkpoint folder ``path``, each as ``'<file>:
+    <reason>'``. ``state`` covers the model, optimizer, grad scaler and trainer files; ``random``
+    the random states of processes ``0 .. num_processes - 1``. Both empty: the checkpoint is whole
+    and a resume from it is exact."""
+    checks = {MODEL_FILE: _safetensors_problem, TRAINER_TENSORS: _safetensors_problem,
+              TRAINER_SCALARS: _scalars_problem, OPTIMIZER_FILE: _zip_problem}
+    if with_scaler:
+        checks[SCALER_FILE] = _zip_problem
+    state, random = [], []
+    for name, check in checks.items():
+        problem = "missing" if not (path / name).is_file() else check(path / name)
+        if problem:
+            state.append(f"{name}: {problem}")
+    for i in range(num_processes):
+        name = random_state_file(i)
+        problem = "missing" if not (path / name).is_file() else _random_state_problem(path / name)
+        if problem:
+            random.append(f"{name}: {problem}")
+    return state, random
+
+
+@dataclass
+class ResumePoint:
+    """Where a resume starts: ``path`` (None: no checkpoint, the run starts again from epoch 0),
+    ``skipped`` (newer checkpoints passed over, each with why), and ``inexact`` (why the resume
+    cannot replay the uninterrupted run exactly; None when it can)."""
+    path: Path | None
+    skipped: list[str] = field(default_factory=list)
+    inexact: str | None = None
 
 
 class CheckpointManager:
@@ -83,8 +217,9 @@ class CheckpointManager:
         acc.save_state(str(tmp), safe_serialization=True)
         if acc.is_main_process:
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                      str(tmp / "trainer_state.safetensors"))
-            atomic_write_json(tmp / "trainer_state.json", scalars)
+                      str(tmp / TRAINER_TENSORS))
+            atomic_write_json(tmp / TRAINER_SCALARS, scalars)
+            share_like_new_files(tmp)
             if final.exists():
                 stale = self.dir / f".old_epoch_{epoch:03d}"
                 final.rename(stale)
@@ -100,16 +235,77 @@ class CheckpointManager:
         for p in done[: max(len(done) - self.keep, 0)]:
             shutil.rmtree(p, ignore_errors=True)
 
+    def clean_leftovers(self) -> list[str]:
+        """Remove what a kill during a save leaves behind (a half-written ``.tmp_epoch_XXX``
+        folder, an ``.old_epoch_XXX`` being replaced, a ``.latest.*.tmp`` pointer); their names."""
+        removed = []
+        for p in sorted(self.dir.glob(".*")) if self.dir.is_dir() else []:
+            if p.name.startswith((".tmp_epoch_", ".old_epoch_")) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.name.startswith(".latest.") and p.name.endswith(".tmp") and p.is_file():
+                p.unlink()
+            else:
+                continue
+            removed.append(p.name)
+        return removed
+
     def latest(self) -> Path | None:
         return latest_checkpoint(self.dir.parent)
+
+    def candidates(self) -> list[Path]:
+        """Checkpoints to resume from, best first: the one ``latest`` points to, then every
+        other ``epoch_XXX`` folder, newest first."""
+        folders = sorted((p for p in self.dir.glob("epoch_*") if p.is_dir()),
+                         key=lambda p: p.name, reverse=True)
+        pointed = self.latest()
+        if pointed is not None and pointed in folders:
+            folders.remove(pointed)
+            folders.insert(0, pointed)
+        return folders
+
+    def resume_point(self, allow_inexact: bool = False) -> ResumePoint:
+        """The checkpoint a resume starts from: the first whole one of :meth:`candidates`
+        (exact). When none is whole, the first whose only fault is its random states if
+        ``allow_inexact``; otherwise a :class:`CheckpointError` that names the files and says what
+        to do. No checkpoint at all: ``ResumePoint(None)`` (the run starts again).
+
+        Every process reaches the same answer: all of them read the same files.
+        """
+        acc = self.accelerator
+        damaged: list[tuple[Path, str, bool]] = []  # (folder, its problems, only random states)
+        for path in self.candidates():
+            state, random = checkpoint_problems(path, acc.num_processes, acc.scaler is not None)
+            if not state and not random:
+                return ResumePoint(path, [f"{p.name} ({why})" for p, why, _ in damaged])
+            damaged.append((path, "; ".join(state + random), not state))
+        if not damaged:
+            return ResumePoint(None)
+        usable = [i for i, (_, _, random_only) in enumerate(damaged) if random_only]
+        if usable and allow_inexact:
+            path, problems, _ = damaged[usable[0]]
+            return ResumePoint(path, [f"{p.name} ({why})" for p, why, _ in damaged[:usable[0]]],
+                               inexact=f"{path.name}: {problems}; the random states restart "
+                                       "from the seed")
+        if usable:
+            path, problems, _ = damaged[usable[0]]
+            raise CheckpointError(
+                f"cannot resume exactly from {path} ({problems}) and no kept checkpoint is whole; "
+                "pass --resume-inexact to continue without its random states (recorded in "
+                "metrics.jsonl)")
+        listed = "; ".join(f"{p.name} ({why})" for p, why, _ in damaged)
+        raise CheckpointError(f"no usable checkpoint in {self.dir}: {listed}; delete {self.dir} "
+                              "and pass --resume to train the run again from epoch 0")
 
     def load(self, path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         """Restore accelerate's state from ``path``; return the trainer's scalars and tensors."""
         path = Path(path)
-        for name in ("trainer_state.json", "trainer_state.safetensors"):
+        for name in (TRAINER_SCALARS, TRAINER_TENSORS):
             if not (path / name).is_file():
                 raise CheckpointError(f"incomplete checkpoint {path}: {name} is missing")
-        self.accelerator.load_state(str(path))
-        scalars = json.loads((path / "trainer_state.json").read_text())
-        tensors = load_file(str(path / "trainer_state.safetensors"))
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as e:  # noqa: BLE001 - e.g. a model that does not fit: one line
+            raise CheckpointError(f"cannot load checkpoint {path}: {_first_line(e)}") from None
+        scalars = json.loads((path / TRAINER_SCALARS).read_text())
+        tensors = read_safetensors(path / TRAINER_TENSORS)
         return scalars, tensors

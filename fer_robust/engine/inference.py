@@ -1,7 +1,6 @@
 """Loading a trained model back from a run directory or a checkpoint, for the tools."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -64,14 +63,15 @@ def load_trained_model(path: str | Path, overrides: list[str] | None = None
     Returns ``(config, model, class_names, run_dir)``.
     """
     run_dir, weights = resolve_checkpoint(path)
-    cfg = load_config(run_dir / "config.yaml", overrides)
+    # The trained weights replace any pretrained ones: never fetch or read those again (the file
+    # training started from may be gone by now).
+    cfg = load_config(run_dir / "config.yaml",
+                      ["model.pretrained=false", "model.pretrained_file=none", *(overrides or [])])
     classes_file = run_dir / "classes.json"
     if not classes_file.is_file():
         raise CheckpointError(f"{classes_file} is missing")
     class_names = json.loads(classes_file.read_text())
-    # The trained weights replace any pretrained ones: never fetch or read those again.
-    model_cfg = dataclasses.replace(cfg.model, pretrained=False, pretrained_file="none")
-    model = build_model(model_cfg, len(class_names), cfg.data.img_size)
+    model = build_model(cfg.model, len(class_names), cfg.data.img_size)
     load_model_weights(model, weights)
     model.eval()
     return cfg, model, class_names, run_dir

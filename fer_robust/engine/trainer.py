@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -30,7 +31,8 @@ from fer_robust.data.noise import inject_label_noise, save_noisy_labels
 from fer_robust.data.registry import build_dataset
 from fer_robust.data.samplers import build_sampler
 from fer_robust.data.transforms import build_transform
-from fer_robust.engine.checkpoint import CheckpointError, CheckpointManager, save_model_weights
+from fer_robust.engine.checkpoint import (CheckpointError, CheckpointManager, ResumePoint,
+                                         save_model_weights)
 from fer_robust.engine.distributed import build_accelerator, run_on_main
 from fer_robust.engine.evaluation import (SamplePassResult, classification_metrics, per_sample_pass,
                                          predict_logits)
@@ -126,10 +128,16 @@ class Trainer:
     is injected, and ``samples/epoch_XXX.npz`` with the per-sample state of robust stages.
     """
 
-    def __init__(self, cfg: Config, resume: bool = False, cpu: bool = False):
+    def __init__(self, cfg: Config, resume: bool = False, cpu: bool = False,
+                 resume_inexact: bool = False):
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
         self.resume = resume
+        # Resume from a checkpoint without its random states when no whole one is kept (the
+        # first metrics record after it says so); see CheckpointManager.resume_point.
+        self.resume_inexact = resume_inexact
+        # Fields for the next metrics record (e.g. that the resume was inexact).
+        self._record_notes: dict = {}
         self.accelerator = build_accelerator(cfg.mixed_precision, cfg.optim.grad_accum_steps,
                                              self.run_dir, cfg.log_tensorboard, cpu=cpu)
         self.device = self.accelerator.device
@@ -196,8 +204,9 @@ class Trainer:
 
         self.checkpoints = CheckpointManager(self.run_dir, acc)
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
-        if self.resume:
-            self._restore()
+        start = self._resume_point() if self.resume else None
+        if start is not None and start.path is not None:
+            self._restore(start)
         elif self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -214,8 +223,8 @@ class Trainer:
 
     def _check_run_dir(self) -> None:
         has_run = (self.run_dir / "checkpoints").is_dir() or (self.run_dir / "metrics.jsonl").exists()
-        if self.resume and not (self.run_dir / "checkpoints" / "latest").is_file():
-            raise RunDirError(f"--resume: no checkpoint to resume in {self.run_dir}/checkpoints")
+        if self.resume and not (has_run or (self.run_dir / "config.yaml").is_file()):
+            raise RunDirError(f"--resume: {self.run_dir} holds no run to resume")
         if not self.resume and has_run:
             raise RunDirError(f"{self.run_dir} already holds a run; pass --resume to continue it or "
                               "choose another output_dir (nothing was overwritten)")
@@ -246,15 +255,44 @@ class Trainer:
             tensors.update({f"dcl.{k}": v for k, v in self.dcl.state_dict().items()})
         return tensors
 
-    def _restore(self) -> None:
-        path = self.checkpoints.latest()
-        if path is None:
-            raise CheckpointError(f"no checkpoint in {self.run_dir / 'checkpoints'}")
+    def _resume_point(self) -> ResumePoint:
+        """Where ``--resume`` starts (see :meth:`CheckpointManager.resume_point`), with a warning
+        for every damaged checkpoint passed over. Without any checkpoint (a kill after an epoch's
+        metrics line, before its first checkpoint) the run starts again from epoch 0:
+        ``metrics.jsonl`` keeps what a checkpoint covers, which is nothing."""
+        acc = self.accelerator
+        if self.is_main:
+            self.checkpoints.clean_leftovers()
+        acc.wait_for_everyone()
+        start = self.checkpoints.resume_point(allow_inexact=self.resume_inexact)
+        if self.is_main:
+            for skipped in start.skipped:
+                warnings.warn(f"checkpoint {skipped} is damaged; resuming from an earlier one",
+                              UserWarning, stacklevel=3)
+            if start.path is None:
+                warnings.warn(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'}; the "
+                              "run starts again from epoch 0", UserWarning, stacklevel=3)
+                self.metrics_log.truncate_after(-1)
+                for name in ("best.json", "best_model.safetensors"):
+                    (self.run_dir / name).unlink(missing_ok=True)
+        acc.wait_for_everyone()
+        return start
+
+    def _restore(self, start: ResumePoint) -> None:
+        path = start.path
         scalars, tensors = self.checkpoints.load(path)
 
         def section(prefix):
             return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-        self.sample_state.load_state_dict(section("sample_state."))
+        saved = section("sample_state.")
+        if "given_labels" in saved and len(saved["given_labels"]) != len(self.train_set):
+            # Every per-sample array is indexed by dataset position: another image count means
+            # other images behind the indices, so no resume can be exact.
+            raise CheckpointError(
+                f"{path} covers {len(saved['given_labels'])} training images, the dataset now has "
+                f"{len(self.train_set)} (images added, removed or skipped since the run started): "
+                "restore the images the run was started with, or start a new run")
+        self.sample_state.load_state_dict(saved)
         self.loss_history.load_state_dict(section("loss_history."))
         if self.dcl is not None:
             self.dcl.load_state_dict(section("dcl."))
@@ -263,6 +301,12 @@ class Trainer:
         self.best = scalars["best"]
         self.metrics_log.truncate_after(scalars["epoch"])
         self.accelerator.print(f"resumed from {path} at epoch {self.start_epoch}")
+        if start.inexact:
+            if self.is_main:
+                warnings.warn(f"--resume-inexact: {start.inexact}; the run no longer replays an "
+                              "uninterrupted one exactly (recorded in metrics.jsonl)",
+                              UserWarning, stacklevel=3)
+            self._record_notes["resume_inexact"] = start.inexact
 
     def save_sample_state(self, epoch: int, extra: dict[str, np.ndarray] | None = None) -> None:
         if self.is_main:
@@ -299,6 +343,8 @@ class Trainer:
                       **selection_record(self.cfg.data.protocol)}
             if epoch == 0:
                 record["pretrained"] = self.pretrained_source
+            record.update(self._record_notes)
+            self._record_notes = {}
             if self.device.type == "cuda":
                 record["peak_memory_mib"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
             if val is not None and val["accuracy"] > self.best["val_accuracy"]:

@@ -31,6 +31,11 @@ noisy-label line of work, and both load into timm's ``resnet18`` / ``resnet50`` 
   the stem; ``resnet50_gn`` the normalisation): moving each stage's first stride from ``conv2`` to
   ``conv1`` would reproduce it exactly, and nothing here does that.
 
+A network this package saved (a run's ``best_model.safetensors``, a checkpoint's
+``model.safetensors``) loads too: its backbone's tensors (``backbone.model.*``) fill the backbone and
+the rest (heads for its own classes, ARM pooling, MIM decoder) is dropped, so a run can initialise
+another, with another number of classes.
+
 Unpickling a file can run arbitrary code, so a ``.pkl``/``.pickle`` file, or a torch file that
 ``torch.load(weights_only=True)`` refuses, is only read with ``allow_pickle=True`` (config:
 ``model.allow_pickle``). Otherwise :func:`load_pretrained_file` unwraps the usual wrappings (a bare
@@ -69,6 +74,10 @@ _NESTING_KEYS = ("state_dict", "model", "model_state", "model_state_dict", "net"
 _WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "base_model.", "_orig_mod.")
 # Classifier names of common architectures; an identity or ImageNet classifier is never wanted.
 _CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.fc.", "head.", "last_linear.", "logits.")
+# Where a network of this package keeps its backbone (a run's best_model.safetensors, a checkpoint's
+# model.safetensors): the rest of such a file (heads, ARM pooling, MIM decoder) belongs to the
+# network around the backbone and is dropped, so one run can initialise another.
+OWN_BACKBONE_PREFIX = "backbone.model."
 # Suffixes of files that are plain pickles (never read without allow_pickle).
 _PICKLE_SUFFIXES = (".pkl", ".pickle")
 # How many identities the VGGFace2 models were trained on (cydonia999/VGGFace2-pytorch).
@@ -255,6 +264,17 @@ def _strip_prefix(state: dict[str, torch.Tensor], model_keys: set[str]) -> tuple
         stripped_total += best
 
 
+def _own_network_backbone(state: dict[str, torch.Tensor]
+                          ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The backbone's tensors of a network this package saved (keys ``backbone.model.*``, the
+    prefix removed) and the keys of the rest; ``(state, [])`` for any other file."""
+    if not any(k.startswith(OWN_BACKBONE_PREFIX) for k in state):
+        return state, []
+    backbone = {k[len(OWN_BACKBONE_PREFIX):]: v for k, v in state.items()
+                if k.startswith(OWN_BACKBONE_PREFIX)}
+    return backbone, sorted(k for k in state if not k.startswith(OWN_BACKBONE_PREFIX))
+
+
 def _known_layout(state: dict[str, torch.Tensor], fmt: str) -> tuple[str, tuple[str, ...]]:
     """Recognise the face-recognition checkpoints FER work starts from (keys already stripped).
 
@@ -304,11 +324,16 @@ def load_pretrained_file(model: nn.Module, path: str | os.PathLike,
     state, fmt = _read_state_dict(path, allow_pickle)
     target = model.state_dict()
     model_keys = set(target)
+    state, network_rest = _own_network_backbone(state)
     state, prefix = _strip_prefix(state, model_keys)
     layout, head_prefixes = _known_layout(state, fmt)
     head_prefixes = _CLASSIFIER_PREFIXES + head_prefixes
+    if network_rest:
+        prefix = OWN_BACKBONE_PREFIX + prefix
+        layout = f"fer_robust network (its backbone; {len(network_rest)} tensors of its heads dropped)"
 
-    report = LoadReport(path=path, format=fmt, layout=layout, stripped_prefix=prefix)
+    report = LoadReport(path=path, format=fmt, layout=layout, stripped_prefix=prefix,
+                        dropped_classifier=list(network_rest))
     usable: dict[str, torch.Tensor] = {}
     mismatched: list[str] = []
     for key, value in state.items():

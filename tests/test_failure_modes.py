@@ -1,0 +1,241 @@
+"""Every failure is one clear line, and resume is exact or refuses (see README, Failure modes)."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fer_robust.cli import predict as predict_cli
+from fer_robust.cli import test as test_cli
+from fer_robust.cli import train as train_cli
+
+from _demo_runs import DEMO, FAST, ROOT, assert_same_epochs, read_metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Every tool: exit status 2 and one line on bad input
+# --------------------------------------------------------------------------------------------------
+BAD_INPUT = {
+    "train": (["--config", DEMO, "optim.lr=-0.1", "output_dir={tmp}/run"], "'optim.lr' must be > 0"),
+    "test": (["--checkpoint", "{tmp}/missing"], "checkpoint not found"),
+    "relabel": (["--checkpoint", "{tmp}/missing", "--out", "{tmp}/rel"], "checkpoint not found"),
+    "predict": (["--checkpoint", "{tmp}/missing", "{tmp}/face.png"], "checkpoint not found"),
+    "data_summary": (["--dataset", "rafdb", "--root", "{tmp}/missing"],
+                     "RAF-DB root: expected folder not found"),
+    "benchmark": (["--data-root", "{tmp}/missing", "--out", "{tmp}/bench", "--quick"],
+                  "FERPlus root: expected folder not found"),
+}
+
+
+def test_every_tool_has_a_bad_input_case():
+    assert sorted(BAD_INPUT) == sorted(p.stem for p in (ROOT / "tools").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every tool run as a subprocess on its bad input, all at once (start-up is mostly imports)."""
+    tmp = tmp_path_factory.mktemp("bad_input")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = {tool: subprocess.Popen([sys.executable, str(ROOT / "tools" / f"{tool}.py"),
+                                     *[a.format(tmp=tmp) for a in args]], cwd=ROOT, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for tool, (args, _) in BAD_INPUT.items()}
+    outputs = {tool: p.communicate(timeout=600) for tool, p in procs.items()}
+    return {tool: (procs[tool].returncode, *outputs[tool]) for tool in procs}
+
+
+@pytest.mark.parametrize("tool", sorted(BAD_INPUT))
+def test_tool_exits_2_with_one_line_on_bad_input(tool, bad_input_runs):
+    _, message = BAD_INPUT[tool]
+    returncode, _, stderr = bad_input_runs[tool]
+    lines = stderr.strip().splitlines()
+    assert returncode == 2, stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"{tool}: error: ") and message in lines[0], lines
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume is exact or refuses
+# --------------------------------------------------------------------------------------------------
+THREE_EPOCHS = ["--config", DEMO, *FAST, "stages.0.epochs=1", "stages.1.epochs=1",
+                "stages.2.epochs=1", "data.noise.type=symmetric", "data.noise.rate=0.3"]
+
+
+@pytest.fixture(scope="module")
+def cut_run(tmp_path_factory):
+    """Stopped after epoch 1: checkpoints epoch_000 and epoch_001, metrics of epochs 0 and 1 (the
+    uninterrupted run's: every resume below is compared with them)."""
+    run = tmp_path_factory.mktemp("cut") / "run"
+    train_cli.main([*THREE_EPOCHS, f"output_dir={run}", "--stop-after-epoch", "1"])
+    return run
+
+
+@pytest.fixture
+def run_copy(cut_run, tmp_path):
+    return Path(shutil.copytree(cut_run, tmp_path / "run"))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# One file per kind of check: a safetensors header, a torch zip archive, the trainer's JSON, the
+# random states accelerate would fail to restore without a word.
+@pytest.mark.parametrize("damage", ["model.safetensors", "optimizer.bin", "trainer_state.json",
+                                    "random_states_0.pkl"])
+def test_damaged_checkpoint_falls_back_to_the_previous_one_exactly(damage, run_copy, cut_run):
+    target = run_copy / "checkpoints" / "epoch_001" / damage
+    target.unlink() if damage.startswith("random_states") else truncate(target)
+    with pytest.warns(UserWarning, match=rf"checkpoint epoch_001 \({damage}: .*\) is damaged; "
+                                         "resuming from an earlier one"):
+        train_cli.main(["--resume", str(run_copy), "--stop-after-epoch", "1"])
+    assert_same_epochs(read_metrics(run_copy), read_metrics(cut_run))
+
+
+def test_latest_pointing_to_a_missing_folder_falls_back_and_leftovers_are_cleaned(run_copy,
+                                                                                  cut_run):
+    checkpoints = run_copy / "checkpoints"
+    shutil.rmtree(checkpoints / "epoch_001")          # `latest` still names it
+    (checkpoints / ".latest.k2j4x.tmp").write_text("epoch_002\n")
+    (checkpoints / ".tmp_epoch_002").mkdir()
+    train_cli.main(["--resume", str(run_copy), "--stop-after-epoch", "1"])
+    assert_same_epochs(read_metrics(run_copy), read_metrics(cut_run))
+    assert not list(checkpoints.glob(".*"))
+
+
+def test_missing_random_states_refuse_unless_resume_inexact_which_is_recorded(run_copy, capsys):
+    for folder in ("epoch_000", "epoch_001"):
+        (run_copy / "checkpoints" / folder / "random_states_0.pkl").unlink()
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--resume", str(run_copy)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert "cannot resume exactly from" in err[0] and "random_states_0.pkl: missing" in err[0]
+    assert "pass --resume-inexact" in err[0]
+    assert len(read_metrics(run_copy)) == 2  # nothing was touched
+    with pytest.warns(UserWarning, match="--resume-inexact: epoch_001: random_states_0.pkl: "
+                                         "missing"):
+        train_cli.main(["--resume", str(run_copy), "--resume-inexact"])
+    records = read_metrics(run_copy)
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert "random_states_0.pkl: missing" in records[2]["resume_inexact"]
+    assert "resume_inexact" not in records[1]
+
+
+def test_kill_before_the_first_checkpoint_resumes_from_epoch_0(run_copy, cut_run, capsys):
+    """A kill after an epoch's metrics line but before any checkpoint was kept: a fresh run still
+    refuses to overwrite, and --resume trains again from epoch 0, truncating metrics.jsonl."""
+    shutil.rmtree(run_copy / "checkpoints")
+    (run_copy / "checkpoints" / ".tmp_epoch_000").mkdir(parents=True)  # the half-written first one
+    with pytest.raises(SystemExit):
+        train_cli.main([*THREE_EPOCHS, f"output_dir={run_copy}"])
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="no checkpoint in .*; the run starts again from epoch 0"):
+        train_cli.main(["--resume", str(run_copy), "--stop-after-epoch", "0"])
+    assert_same_epochs(read_metrics(run_copy), read_metrics(cut_run)[:1])
+    assert (run_copy / "checkpoints" / "epoch_000").is_dir()
+    assert not (run_copy / "checkpoints" / ".tmp_epoch_000").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Damaged weights and result files in the tools
+# --------------------------------------------------------------------------------------------------
+def test_damaged_or_mis_shaped_best_model_is_one_line_naming_it(run_copy, capsys):
+    truncate(run_copy / "best_model.safetensors")
+    for tool, argv in ((test_cli, ["--split", "val"]), (predict_cli, [str(run_copy)])):
+        with pytest.raises(SystemExit) as exc:
+            tool.main(["--checkpoint", str(run_copy), *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1
+        assert f"damaged file {run_copy / 'best_model.safetensors'}: " in err[0]
+    # Weights of another class count: the run's classes.json no longer fits its weights.
+    shutil.copy(run_copy / "checkpoints" / "epoch_001" / "model.safetensors",
+                run_copy / "best_model.safetensors")
+    classes = json.loads((run_copy / "classes.json").read_text())
+    (run_copy / "classes.json").write_text(json.dumps(classes + ["extra"]))
+    with pytest.raises(SystemExit):
+        test_cli.main(["--checkpoint", str(run_copy), "--split", "val"])
+    assert "does not fit the model built from its config" in capsys.readouterr().err
+
+
+def test_result_files_follow_the_umask_and_never_share_a_path(cut_run, tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    expected = 0o666 & ~mask
+    out = tmp_path / "confusion.png"
+    test_cli.main(["--checkpoint", str(cut_run), "--split", "val", "--out", str(out)])
+    assert json.loads((tmp_path / "confusion.json").read_text())["split"] == "val"
+    assert out.read_bytes().startswith(b"\x89PNG")
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    from fer_robust.data.demo import save_demo_as_image_folder
+    save_demo_as_image_folder(tmp_path / "faces", per_class=1, img_size=48)
+    predict_cli.main(["--checkpoint", str(cut_run), str(tmp_path / "faces"), "--out", str(folder)])
+    written = [tmp_path / "confusion.json", out, folder / "predictions.csv",
+               cut_run / "best_model.safetensors", cut_run / "metrics.jsonl",
+               *(cut_run / "checkpoints" / "epoch_001").iterdir()]
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in written} == \
+        {f.name: oct(expected) for f in written}
+
+
+# --------------------------------------------------------------------------------------------------
+# A corrupt image: found at start-up, or named in one line from inside a DataLoader worker
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def folder_with_a_truncated_image(tmp_path):
+    from PIL import Image
+
+    from fer_robust.data.demo import save_demo_as_image_folder
+    root = tmp_path / "faces"
+    save_demo_as_image_folder(root, per_class=8, img_size=48, splits=("train",))
+    broken = sorted((root / "train").rglob("*.png"))[3]
+    broken.unlink()
+    broken = broken.with_suffix(".jpg")
+    noise = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(broken, format="JPEG")
+    truncate(broken)
+    return root, broken
+
+
+def folder_training(root, run, *extra):
+    return ["--config", DEMO, *FAST, "data.name=folder", f"data.root={root}",
+            "data.val_fraction=0.25", "stages.0.epochs=1", "stages.1.epochs=0", "stages.2.epochs=0",
+            "model.backbone=test_resnet", f"output_dir={run}", *extra]
+
+
+def test_corrupt_image_stops_training_at_start_up_or_is_skipped(folder_with_a_truncated_image,
+                                                                 tmp_path, capsys):
+    root, broken = folder_with_a_truncated_image
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(folder_training(root, tmp_path / "run"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert "image(s) cannot be decoded: " in err[0] and str(broken) in err[0]
+    assert not (tmp_path / "run").exists()  # found before anything is written
+    with pytest.warns(UserWarning, match="skipping 1 image"):
+        train_cli.main(folder_training(root, tmp_path / "skip", "data.skip_unreadable=true"))
+    assert len(read_metrics(tmp_path / "skip")) == 1
+    # Repaired since: the run's per-sample state covers the other images, so resume refuses.
+    from PIL import Image
+    Image.new("RGB", (48, 48), (90, 90, 90)).save(broken, format="JPEG")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        train_cli.main(["--resume", str(tmp_path / "skip")])
+    found = re.search(r"covers (\d+) training images, the dataset now has (\d+)",
+                      capsys.readouterr().err)
+    assert found and int(found[2]) == int(found[1]) + 1
+
+
+def test_decode_error_in_a_loader_worker_is_one_line_naming_the_file(folder_with_a_truncated_image,
+                                                                     tmp_path, capsys):
+    root, broken = folder_with_a_truncated_image
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(folder_training(root, tmp_path / "run", "data.verify_images=no",
+                                       "data.num_workers=1", "data.cache_in_memory=false"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"train: error: folder train: cannot read image {broken}: ")
