@@ -23,7 +23,8 @@ import yaml
 __all__ = [
     "ConfigError", "DataConfig", "NoiseConfig", "AugmentConfig", "MIMConfig", "ARMConfig",
     "ModelConfig", "OptimConfig", "StageConfig", "SplitConfig", "DCLConfig", "RelabelConfig",
-    "RobustConfig", "SCNConfig", "EACConfig", "GCEConfig", "MethodConfig", "Config", "load_config", "save_config", "config_to_dict", "apply_overrides",
+    "RobustConfig", "SCNConfig", "EACConfig", "GCEConfig", "MethodConfig", "Config", "load_config",
+    "save_config", "config_to_dict", "apply_overrides",
 ]
 
 

@@ -112,7 +112,8 @@ def test_peers_are_the_baseline_with_only_the_method_changed():
     assert set(PEERS) == {"scn", "eac", "gce"}
     # a baseline and the full system ignore every peer's settings
     assert {"method.scn.", "method.eac.", "method.gce."} <= set(ignored_by(base))
-    assert {"method.scn.", "method.eac.", "method.gce."} <= set(ignored_by(run_config("sym30", "full")))
+    full = run_config("sym30", "full")
+    assert {"method.scn.", "method.eac.", "method.gce."} <= set(ignored_by(full))
 
 
 def test_train_fraction_is_a_seeded_stratified_subset():
@@ -174,7 +175,7 @@ def test_scn_summary_reads_its_hard_relabelling(tmp_path):
     true one)."""
     true = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     given = np.array([1, 2, 0, 0, 1, 2, 0, 1])    # 0, 1, 2 changed
-    train = np.array([0, 0, 0, 1, 1, 2, 0, 1])    # 0 (right), 1 (wrong), 3 (clean, spoilt) relabelled
+    train = np.array([0, 0, 0, 1, 1, 2, 0, 1])    # relabelled: 0 (right), 1 (wrong), 3 (spoilt)
     state = {"given_labels": given, "train_labels": train,
              "clean_prob": np.full(8, np.nan, np.float32), "clean_mask": np.ones(8, bool),
              "relabeled_mask": np.zeros(8, bool), "soft_labels": np.zeros((8, 3), np.float32)}

@@ -2,7 +2,8 @@
 
 Every decision the trainer makes about a training image lives here as one row of an array:
 which label it trains on and with what weight, its clean probability from the GMM split, the
-soft label retrieval relabelling gave it, and the hard label a peer's relabelling gave it (SCN). The arrays are saved every epoch (``samples/epoch_XXX.npz``)
+soft label retrieval relabelling gave it, and the hard label a peer's relabelling gave it (SCN).
+The arrays are saved every epoch (``samples/epoch_XXX.npz``)
 so each decision can be audited, and with every checkpoint so ``--resume`` continues exactly.
 """
 from __future__ import annotations

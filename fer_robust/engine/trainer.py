@@ -428,7 +428,8 @@ class Trainer:
         the method's (:meth:`fer_robust.methods.base.Method.own_loss_terms`).
 
         ce / local_ce: cross-entropy on the sample's training label (its given label unless the
-            method relabelled it: ``SampleState.train_labels``), weighted per sample by ``ce_weight``
+            method relabelled it: ``SampleState.train_labels``), weighted per sample by
+            ``ce_weight``
             (0 for samples the split called noisy), averaged over the samples that count or over
             the batch (``robust.loss_normalization``). With
             ``model.mim.classify_masked`` off, the batch's masked images count for none of the

@@ -19,7 +19,8 @@ What we followed (the authors' ``src/main.py``, ``model.py``, ``loss.py`` and ``
   detached (``Variable(params[-2].data)``): the consistency loss trains the features only.
 - The flipped view's map flipped back along the width (their ``grid_sample`` on a flipped grid
   with ``align_corners=True`` is an exact flip), then ``F.mse_loss`` (the mean over B, K, h, w).
-- lam = 5 (``--lam``): here the stage's ``loss_weights.cam_consistency`` (``configs/eac_rafdb.yaml``).
+- lam = 5 (``--lam``): here the stage's ``loss_weights.cam_consistency``
+  (``configs/eac_rafdb.yaml``).
 - Random erasing as torchvision's ``RandomErasing(scale=(0.02, 0.25))`` after normalisation: with
   probability 0.5 one box of 2-25% of the image, aspect ratio in (0.3, 3.3), set to 0.
 
@@ -106,13 +107,14 @@ class EACMethod(Method):
         super().validate(cfg)
         eac = cfg.method.eac
         if not 0.0 <= eac.erasing_prob <= 1.0:
-            raise ConfigError(f"'method.eac.erasing_prob' must be in [0, 1], got {eac.erasing_prob}")
+            raise ConfigError("'method.eac.erasing_prob' must be in [0, 1], got "
+                              f"{eac.erasing_prob}")
         if not 0.0 < eac.erasing_scale[0] <= eac.erasing_scale[1] < 1.0:
             raise ConfigError("'method.eac.erasing_scale' must be (low, high) with 0 < low <= high "
                               f"< 1, got {list(eac.erasing_scale)}")
         if not 0.0 < eac.erasing_ratio[0] <= eac.erasing_ratio[1]:
-            raise ConfigError("'method.eac.erasing_ratio' must be (low, high) with 0 < low <= high, "
-                              f"got {list(eac.erasing_ratio)}")
+            raise ConfigError("'method.eac.erasing_ratio' must be (low, high) with "
+                              f"0 < low <= high, got {list(eac.erasing_ratio)}")
 
     def forward(self, model: torch.nn.Module, images: torch.Tensor, mim: bool) -> dict:
         """The erased batch's outputs (``logits``, ``embedding``, ``cam``) and ``cam_flipped``, the

@@ -152,9 +152,10 @@ class SCNMethod(Method):
         sample_state.train_labels[index[relabel]] = pred[relabel]
 
     def end_epoch(self, epoch: int, sample_state) -> tuple[dict, dict[str, np.ndarray]]:
-        """The relabelling's figures so far (:func:`~fer_robust.robust.metrics.hard_relabel_figures`;
-        with the true labels, the mean importance of the changed and the unchanged labels), and
-        the importance weights for ``samples/epoch_XXX.npz``."""
+        """The relabelling's figures so far
+        (:func:`~fer_robust.robust.metrics.hard_relabel_figures`; with the true labels, the mean
+        importance of the changed and the unchanged labels), and the importance weights for
+        ``samples/epoch_XXX.npz``."""
         figures = hard_relabel_figures(sample_state.given_labels, sample_state.train_labels,
                                        sample_state.true_labels)
         changed = sample_state.changed_mask

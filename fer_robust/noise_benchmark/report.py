@@ -352,7 +352,8 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
                      f"{_num(row.get('epoch_time_ratio_mean'), '{:.2f}x')} |")
     if any("peers" in row for row in per_setting.values()):
         lines += ["", "## Full system against the peers (validation)", "",
-                  "| setting | full last | peer | peer last | peer best | full − peer last (pts) |",
+                  "| setting | full last | peer | peer last | peer best | "
+                  "full − peer last (pts) |",
                   "|---|---:|---|---:|---:|---:|"]
         for s, row in per_setting.items():
             for peer, p in row.get("peers", {}).items():
