@@ -42,13 +42,9 @@ TRAINER_TERMS = ("ce", "local_ce", "mim", "dcl", "soft_ce")
 
 
 def register_method(name: str) -> Callable[[type], type]:
-    """Class decorator registering a :class:`Method` subclass as ``method.name=name``."""
-    add = register_in(METHODS, "method", name)
-
-    def deco(cls: type) -> type:
-        cls.name = name
-        return add(cls)
-    return deco
+    """Class decorator registering a :class:`Method` subclass as ``method.name=name`` (its
+    ``name``)."""
+    return register_in(METHODS, "method", name, name_attribute="name")
 
 
 def list_methods() -> list[str]:
