@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_robust.config import ConfigError
+from fer_robust.noise_benchmark.recipe import PEERS
 from fer_robust.robust.metrics import decision_figures, hard_relabel_figures
 from fer_robust.robust.selection import RobustDecision
 
@@ -144,8 +145,8 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
     return out
 
 
-#: The peer variants of the benchmark (``fer_robust.noise_benchmark.recipe.PEERS``), in order.
-PEER_VARIANTS = ("scn", "eac", "gce")
+#: The peer variants of the benchmark, in order.
+PEER_VARIANTS = tuple(PEERS)
 
 # (setting, what, target) rows of the benchmark's acceptance targets; see :func:`compare`.
 # The margins compare the full system's last epoch with the baseline's last (``margin_over_baseline``)
