@@ -29,7 +29,8 @@ import yaml
 __all__ = [
     "ConfigError", "DataConfig", "NoiseConfig", "AugmentConfig", "MIMConfig", "ARMConfig",
     "ModelConfig", "OptimConfig", "StageConfig", "SplitConfig", "DCLConfig", "RelabelConfig",
-    "RobustConfig", "Config", "load_config", "save_config", "config_to_dict", "apply_overrides",
+    "RobustConfig", "SCNConfig", "EACConfig", "GCEConfig", "MethodConfig", "Config", "load_config",
+    "save_config", "config_to_dict", "apply_overrides",
 ]
 
 
@@ -58,7 +59,11 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.8, 1.0)
     rotation: float = 10.0
     color_jitter: float = 0.2
+    # Probability of erasing one random box of the normalised image (torchvision's RandomErasing),
+    # and the box's area as a share of the image (torchvision's default (0.02, 0.33); SCN and EAC
+    # erase (0.02, 0.25)).
     random_erasing: float = 0.0
+    erasing_scale: tuple[float, float] = (0.02, 0.33)
 
 
 @dataclass
@@ -132,8 +137,9 @@ class ARMConfig:
 @dataclass
 class ModelConfig:
     """The network: 'two_branch' (local + global branches, MIM head, ARM pooling), the
-    'baseline' control (backbone + global average pooling + linear), or 'arm' (ARM's own
-    single-branch network: backbone + ARM + linear)."""
+    'baseline' control (backbone + global average pooling + linear), 'arm' (ARM's own
+    single-branch network: backbone + ARM + linear), or 'scn' (SCN's network: the baseline with
+    a self-attention importance weight on its logits; trained by ``method.name=scn``)."""
     # A registered architecture (fer_robust.models.factory.list_models()).
     arch: str = "two_branch"
     backbone: str = "resnet18"
@@ -294,12 +300,73 @@ class RobustConfig:
 
 
 @dataclass
+class SCNConfig:
+    """Self-Cure Network (Wang et al., CVPR 2020), ``method.name=scn``; see
+    :mod:`fer_robust.methods.scn`. Defaults are the authors' released ``train.py``."""
+    # beta: share of each batch that forms the high-importance group (the rest is the low group).
+    high_ratio: float = 0.7
+    # delta1: the rank regularisation asks the high group's mean importance to exceed the low
+    # group's by this margin.
+    rank_margin: float = 0.15
+    # delta2: a sample is relabelled to its top prediction when that prediction's probability beats
+    # the probability of its current label by more than this.
+    relabel_margin: float = 0.2
+    # First epoch (0-based, as in metrics.jsonl) whose batches relabel. The authors relabel from
+    # their 1-based epoch 10 of 70, i.e. 0-based epoch 9.
+    relabel_from_epoch: int = 9
+    # Which samples of a batch may be relabelled: 'low' (the paper: the low-importance group only)
+    # or 'all' (the authors' released code: any sample of the batch).
+    relabel_group: Literal["low", "all"] = "low"
+
+
+@dataclass
+class EACConfig:
+    """Erasing Attention Consistency (Zhang et al., ECCV 2022), ``method.name=eac``; see
+    :mod:`fer_robust.methods.eac`. The consistency loss's weight (the authors' lambda = 5) is the
+    stage's ``loss_weights.cam_consistency``."""
+    # Random erasing of each training image before it is flipped, so both views lose the same box
+    # (the authors: torchvision RandomErasing, p 0.5, scale (0.02, 0.25), ratio (0.3, 3.3)).
+    erasing_prob: float = 0.5
+    erasing_scale: tuple[float, float] = (0.02, 0.25)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+    # One forward pass over the batch and its flipped copy together (BatchNorm statistics over both
+    # views); false runs two passes, as the authors' code does.
+    joint_forward: bool = True
+    # Let the consistency loss reach the classifier weights the maps are made with (the authors'
+    # code detaches them: the maps train the features only).
+    cam_head_grad: bool = False
+
+
+@dataclass
+class GCEConfig:
+    """Generalised cross-entropy (Zhang & Sabuncu, NeurIPS 2018), ``method.name=gce``; see
+    :mod:`fer_robust.methods.gce`."""
+    # (1 - p_y^q) / q: q -> 0 is cross-entropy, q = 1 is the mean absolute error 1 - p_y. The
+    # paper's default is 0.7.
+    q: float = 0.7
+
+
+@dataclass
+class MethodConfig:
+    """The training method (:mod:`fer_robust.methods`): ``staged`` is this package's system (the
+    two-branch network with its stages, or the plain baseline with ``model.arch=baseline``); the
+    peers ``scn``, ``eac`` and ``gce`` each add their own loss terms and decisions to the same
+    training step. Only the chosen method's section is read."""
+    # A registered method (fer_robust.methods.list_methods()): staged, scn, eac, gce.
+    name: str = "staged"
+    scn: SCNConfig = field(default_factory=SCNConfig)
+    eac: EACConfig = field(default_factory=EACConfig)
+    gce: GCEConfig = field(default_factory=GCEConfig)
+
+
+@dataclass
 class Config:
     """Top-level run config."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     robust: RobustConfig = field(default_factory=RobustConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     seed: int = 42
     output_dir: str = "runs/demo"
@@ -558,9 +625,11 @@ def registered_names() -> dict[str, list[str]]:
     from fer_robust.data.noise import NOISE_KINDS
     from fer_robust.data.registry import list_datasets
     from fer_robust.engine.stages import STAGE_KINDS
+    from fer_robust.methods import list_methods
     from fer_robust.models.factory import list_models
     return {"data.name": list_datasets(), "data.noise.type": list(NOISE_KINDS),
-            "model.arch": list_models(), "stages.kind": list(STAGE_KINDS)}
+            "model.arch": list_models(), "stages.kind": list(STAGE_KINDS),
+            "method.name": list_methods()}
 
 
 # Schedules the trainer can step per update (timm's create_scheduler_v2 names; 'plateau' steps on
@@ -642,7 +711,8 @@ def validate(cfg: Config) -> None:
     names = registered_names()
     named = [("data.name", "data.name", cfg.data.name),
              ("data.noise.type", "data.noise.type", cfg.data.noise.type),
-             ("model.arch", "model.arch", cfg.model.arch)]
+             ("model.arch", "model.arch", cfg.model.arch),
+             ("method.name", "method.name", cfg.method.name)]
     named += [(f"stages.{i}.kind", "stages.kind", st.kind) for i, st in enumerate(cfg.stages)]
     for key, registry, value in named:
         if value not in names[registry]:
@@ -650,10 +720,10 @@ def validate(cfg: Config) -> None:
     for i, st in enumerate(cfg.stages):
         if st.epochs < 0:
             raise ConfigError(f"'stages.{i}.epochs' must be >= 0, got {st.epochs}")
-        bad = set(st.loss_weights) - {"ce", "local_ce", "mim", "dcl", "soft_ce"}
-        if bad:
-            raise ConfigError(f"'stages.{i}.loss_weights': unknown loss term(s) {sorted(bad)}; "
-                              "valid: ce, local_ce, mim, dcl, soft_ce")
+    # The method owns its loss terms, the architectures and the stage kinds it trains with, and
+    # the ranges of its own settings.
+    from fer_robust.methods import get_method
+    get_method(cfg.method.name).validate(cfg)
     if sum(st.epochs for st in cfg.stages) == 0:
         raise ConfigError("'stages': all stages have zero epochs")
     for key, ok, requirement in _RANGES:

@@ -87,13 +87,17 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def register_in(table: dict, what: str, name: str) -> Callable[[Any], Any]:
+def register_in(table: dict, what: str, name: str,
+                name_attribute: str | None = None) -> Callable[[Any], Any]:
     """Decorator that adds its target to ``table`` under ``name`` (the one way every registry of
-    the package grows: datasets, noise kinds, models, stages). A second ``name`` is an error that
-    says which ``what`` (e.g. 'dataset') it is."""
+    the package grows: datasets, noise kinds, models, stages, methods). A second ``name`` is an
+    error that says which ``what`` (e.g. 'dataset') it is. With ``name_attribute`` the target (a
+    class) also gets its registered name as that attribute (e.g. a stage's ``kind``)."""
     def decorator(obj: Any) -> Any:
         if name in table:
             raise ValueError(f"{what} {name!r} is already registered")
+        if name_attribute is not None:
+            setattr(obj, name_attribute, name)
         table[name] = obj
         return obj
     return decorator

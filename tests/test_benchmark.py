@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from _ferplus_fixture import write_ferplus_fixture
 
-from fer_robust.noise_benchmark.recipe import ABLATIONS, RunSpec, build_run_config, plan_runs
+from fer_robust.noise_benchmark.recipe import (ABLATIONS, PEERS, RunSpec, build_run_config,
+                                               ignored_by, plan_runs)
 from fer_robust.noise_benchmark.report import compare, render_markdown, summarize_run
 from fer_robust.cli import benchmark as benchmark_cli
 from fer_robust.config import ConfigError, load_config
@@ -81,7 +82,38 @@ def test_unknown_settings_ablations_and_sizes_are_errors():
     assert [r.name for r in plan_runs(["sym30", "clean"], [], ["baseline", "full"])] == [
         "sym30-baseline", "clean-baseline", "sym30-full", "clean-full"]
     with pytest.raises(ConfigError, match="unknown variant"):
-        plan_runs(["clean"], [], ["scn"])
+        plan_runs(["clean"], [], ["dividemix"])
+
+
+def test_peers_are_the_baseline_with_only_the_method_changed():
+    """``--variants scn eac gce``: runs named ``<setting>-<peer>``, each the baseline's training
+    (same data, optimiser, schedule, epochs, backbone and geometry, seed) with the peer's method,
+    network and loss weights; SCN relabels from the epoch the full system starts relabelling."""
+    assert [r.name for r in plan_runs(["sym30", "clean"], [], ["scn", "eac", "gce"])] == [
+        "sym30-scn", "clean-scn", "sym30-eac", "clean-eac", "sym30-gce", "clean-gce"]
+    # the default stays the baseline and the full system
+    assert [r.variant for r in plan_runs(["clean"], [])] == ["baseline", "full"]
+    base = run_config("sym30", "baseline")
+    expected = {"scn": ("scn", "scn", {"ce": 1.0, "rank_reg": 1.0}),
+                "eac": ("eac", "baseline", {"ce": 1.0, "cam_consistency": 5.0}),
+                "gce": ("gce", "baseline", {"gce": 1.0})}
+    for peer, (method, arch, weights) in expected.items():
+        cfg = run_config("sym30", peer)
+        assert (cfg.method.name, cfg.model.arch) == (method, arch)
+        assert [(s.kind, s.epochs, s.loss_weights) for s in cfg.stages] == [("warmup", 40, weights)]
+        assert cfg.data == base.data and cfg.optim == base.optim and cfg.seed == base.seed
+        assert (cfg.model.backbone, cfg.model.output_stride, cfg.model.pooling) == \
+            (base.model.backbone, base.model.output_stride, base.model.pooling)
+        assert cfg.method.name not in ignored_by(cfg)
+        assert f"method.{method}." not in ignored_by(cfg) and "robust." in ignored_by(cfg)
+    assert run_config("sym30", "scn").method.scn.relabel_from_epoch == 10
+    assert run_config("sym30", "scn", "quick").method.scn.relabel_from_epoch == 5
+    assert sum(s.epochs for s in run_config("sym30", "gce", "quick").stages) == 20
+    assert set(PEERS) == {"scn", "eac", "gce"}
+    # a baseline and the full system ignore every peer's settings
+    assert {"method.scn.", "method.eac.", "method.gce."} <= set(ignored_by(base))
+    full = run_config("sym30", "full")
+    assert {"method.scn.", "method.eac.", "method.gce."} <= set(ignored_by(full))
 
 
 def test_train_fraction_is_a_seeded_stratified_subset():
@@ -125,6 +157,7 @@ def test_summary_figures_on_a_handmade_run(tmp_path):
     assert s["split_precision"] == pytest.approx(2 / 3) and s["split_recall"] == pytest.approx(2 / 3)
     assert s["relabel_top1"] == 0.5 and s["relabel_top1_changed"] == 0.5
     assert s["changed_relabeled_share"] == pytest.approx(2 / 3)
+    assert s["relabel_precision"] == 1.0                      # both relabelled ones were changed
     assert s["tv_soft_to_votes"] == pytest.approx(0.5)        # (0 + 1) / 2
     assert s["tv_given_to_votes"] == pytest.approx((0.8 + 1.0) / 2)
     # all samples: targets = soft for 0, 1 and given one-hot elsewhere
@@ -134,6 +167,29 @@ def test_summary_figures_on_a_handmade_run(tmp_path):
     # clean setting (true == given): no split figures, relabelling judged against the given labels
     clean = summarize_run(tmp_path / "run", given, given, votes, 3)
     assert "split_f1" not in clean and clean["relabel_top1"] == 0.5
+
+
+def test_scn_summary_reads_its_hard_relabelling(tmp_path):
+    """SCN's figures come from the training labels of its last sample state: relabel precision
+    (relabelled images whose given label was wrong) and relabel accuracy (whose new label is the
+    true one)."""
+    true = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    given = np.array([1, 2, 0, 0, 1, 2, 0, 1])    # 0, 1, 2 changed
+    train = np.array([0, 0, 0, 1, 1, 2, 0, 1])    # relabelled: 0 (right), 1 (wrong), 3 (spoilt)
+    state = {"given_labels": given, "train_labels": train,
+             "clean_prob": np.full(8, np.nan, np.float32), "clean_mask": np.ones(8, bool),
+             "relabeled_mask": np.zeros(8, bool), "soft_labels": np.zeros((8, 3), np.float32)}
+    write_run(tmp_path / "run", [0.5, 0.6], ["warmup", "warmup"], [10.0, 10.0], state)
+    s = summarize_run(tmp_path / "run", given, true, None, 3, method="scn")
+    assert s["num_relabeled"] == 3
+    assert s["relabel_precision"] == pytest.approx(2 / 3)     # 0 and 1 had wrong given labels
+    assert s["relabel_top1"] == pytest.approx(1 / 3)          # only 0 got its true label
+    assert s["relabel_top1_changed"] == pytest.approx(1 / 2)  # 0 of {0, 1}
+    assert s["changed_relabeled_share"] == pytest.approx(2 / 3)
+    assert s["train_label_accuracy"] == pytest.approx(5 / 8)  # 0, 4, 5, 6, 7
+    assert "split_f1" not in s and s["seconds_per_robust_epoch"] is None
+    md = render_markdown({"sym30-scn": s}, compare({"sym30-scn": s}), {})
+    assert "| sym30 | scn | 60.00 |" in md and "| 3 | 66.67 | 33.33 (50.00) |" in md
 
 
 def test_comparison_damage_recovered_and_targets():
@@ -176,6 +232,31 @@ def test_comparison_damage_recovered_and_targets():
     results["sym30-no_dcl"] = {"val_accuracy": 0.75, "seconds_per_epoch": 160.0}
     assert compare(results)["per_setting"]["sym30"]["ablation_contribution"]["dcl"] == \
         pytest.approx(0.015)
+
+
+def test_comparison_with_the_peers():
+    """The full system against each peer: its margin over the best peer (last epochs), strictly
+    ahead under noise, not behind under clean labels."""
+    results = {
+        "clean-full": {"val_accuracy": 0.80, "seconds_per_epoch": 1.0},
+        "clean-scn": {"val_accuracy": 0.80, "best_val_accuracy": 0.81, "seconds_per_epoch": 1.0},
+        "sym30-full": {"val_accuracy": 0.70, "seconds_per_epoch": 1.0},
+        "sym30-scn": {"val_accuracy": 0.66, "best_val_accuracy": 0.69, "seconds_per_epoch": 1.0},
+        "sym30-gce": {"val_accuracy": 0.71, "best_val_accuracy": 0.72, "seconds_per_epoch": 1.0},
+    }
+    c = compare(results)
+    sym = c["per_setting"]["sym30"]
+    assert sym["peers"]["scn"]["full_minus_peer"] == pytest.approx(0.04)
+    assert sym["margin_over_best_peer"] == pytest.approx(-0.01)       # GCE is ahead
+    assert c["per_setting"]["clean"]["margin_over_best_peer"] == 0.0
+    met = {(t["setting"], t["measure"]): t["met"] for t in c["targets"]}
+    assert met[("sym30", "margin_over_best_peer")] is False
+    assert met[("clean", "margin_over_best_peer")] is True           # level: not behind
+    assert met[("annotator", "margin_over_best_peer")] is None       # not trained
+    md = render_markdown(results, c, {})
+    assert "## Full system against the peers" in md
+    assert "| sym30 | 70.00 | gce | 71.00 | 72.00 | -1.00 |" in md
+    assert "full − best peer val accuracy (last epochs) > +0.0 pts | -1.00 pts | **no** |" in md
 
 
 def test_benchmark_command_end_to_end(tmp_path, capsys):
@@ -364,3 +445,31 @@ def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
     assert oracle.ORACLE_KIND not in STAGE_KINDS and STAGE_KINDS["self_paced"] is SelfPacedStage
     with pytest.raises(ConfigError, match="stages.0.kind"):
         load_config(None, [f"stages.0.kind={oracle.ORACLE_KIND}"])
+
+
+def test_benchmark_trains_the_peers_as_rows_of_the_same_table(tmp_path):
+    """``tools/benchmark.py --variants scn eac gce`` trains ``<setting>-scn`` etc. through the
+    same tools, and reports each with the baseline's figures plus SCN's relabelling."""
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 8, "FER2013Valid": 2, "FER2013Test": 2})
+    out = tmp_path / "bench"
+    result = benchmark_cli.main([
+        "--settings", "sym30", "--variants", "scn", "eac", "gce", "--out", str(out),
+        "--data-root", str(data), "--cpu", "optim.batch_size=32", "data.num_workers=0",
+        "model.backbone=resnet10t", "data.train_fraction=1.0", "stages.0.epochs=1",
+        "stages.2.epochs=1"])
+    assert list(result["runs"]) == ["sym30-scn", "sym30-eac", "sym30-gce"]
+    for name, run in result["runs"].items():
+        assert run["epochs"] == 2 and run["test_accuracy"] is not None
+        assert run["memorised_share"] is not None and run["seconds_per_epoch"] > 0
+        assert load_config(out / "runs" / name / "config.yaml").method.name == name.split("-")[1]
+    scn = result["runs"]["sym30-scn"]
+    assert {"num_relabeled", "train_label_accuracy", "noise_rate"} <= set(scn)
+    records = [json.loads(x) for x in
+               (out / "runs" / "sym30-scn" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["num_relabeled"] == scn["num_relabeled"]
+    assert "loss_rank_reg" in records[0] and "loss_cam_consistency" in json.loads(
+        (out / "runs" / "sym30-eac" / "metrics.jsonl").read_text().splitlines()[0])
+    md = (out / "results.md").read_text()
+    assert "| sym30 | scn |" in md and "| sym30 | gce |" in md
+    assert "NaN" not in (out / "results.json").read_text()

@@ -96,7 +96,7 @@ def test_registries_own_the_names():
     with pytest.raises(ConfigError, match=r"'stages.0.kind': 'probe' is not one of \['warmup'"):
         load_config(None, ["stages.0.kind=probe"])
     with pytest.raises(ConfigError, match=r"'model.arch': 'foo' is not one of \['arm', 'baseline', "
-                                          r"'two_branch'\]"):
+                                          r"'scn', 'two_branch'\]"):
         load_config(None, ["model.arch=foo"])
     with pytest.raises(ConfigError, match="'data.noise.type': 'pair' is not one of"):
         load_config(None, ["data.noise.type=pair"])

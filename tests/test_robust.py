@@ -443,6 +443,7 @@ def test_masked_images_count_for_no_classification_term_without_classify_masked(
     from fer_robust.engine.sample_state import SampleState
     from fer_robust.engine.stages import build_stage
     from fer_robust.engine.trainer import Trainer
+    from fer_robust.methods import build_method
 
     torch.manual_seed(0)
     n, k = 8, 4
@@ -459,7 +460,8 @@ def test_masked_images_count_for_no_classification_term_without_classify_masked(
     def terms(classify_masked):
         cfg = Config()
         cfg.model.mim.classify_masked = classify_masked
-        stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None)
+        stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None,
+                               method=build_method(cfg, n, k))
         return Trainer.compute_losses(stub, out, labels, index, stage)
 
     every, unmasked = terms(True), terms(False)
@@ -485,6 +487,7 @@ def test_loss_normalization_batch_weighs_every_sample_alike():
     from fer_robust.engine.sample_state import SampleState
     from fer_robust.engine.stages import build_stage
     from fer_robust.engine.trainer import Trainer
+    from fer_robust.methods import build_method
 
     torch.manual_seed(0)
     n, k = 8, 4
@@ -502,7 +505,8 @@ def test_loss_normalization_batch_weighs_every_sample_alike():
     def terms(normalization):
         cfg = Config()
         cfg.robust.loss_normalization = normalization
-        stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None)
+        stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None,
+                               method=build_method(cfg, n, k))
         return Trainer.compute_losses(stub, out, labels, index, stage)
 
     hard = torch.nn.functional.cross_entropy(out["logits"], labels, reduction="none")

@@ -3,18 +3,21 @@
     python tools/benchmark.py                          # full size: 6 trainings, ~1.5 h on 2 cores
     python tools/benchmark.py --quick                  # 3% of the training split, 20 epochs, batch 32
     python tools/benchmark.py --settings sym30 --ablation all      # what each part contributes
+    python tools/benchmark.py --variants scn eac gce   # the peers, beside the runs already in --out
     python tools/benchmark.py --data-root /data/ferplus optim.lr=0.001
 
 For every label setting (``clean``: majority labels; ``sym30``: 30% symmetric noise;
 ``annotator``: one tagger's vote per image) it trains the plain baseline and the full system from
 one recipe (``configs/benchmark_ferplus.yaml``; see :mod:`fer_robust.noise_benchmark.recipe` for how
-the baseline and the ablations are derived), then writes to ``--out``:
+the baseline, the peers (SCN, EAC, GCE: ``--variants``) and the ablations are derived), then
+writes to ``--out``:
 
 - ``results.json``: per training, the figures of
   :func:`fer_robust.noise_benchmark.report.summarize_run` (validation accuracy, test accuracy when
   the root has a test split, the split's P/R/F1/AUC, relabelling accuracy, distance of soft labels
-  to the 10-tagger votes, seconds per epoch), the comparison (damage recovered, margins) and each
-  target, met or not;
+  to the 10-tagger votes, seconds per epoch; for SCN its relabelling's precision and accuracy),
+  the comparison (damage recovered, margins over the baseline and over each peer) and each target,
+  met or not;
 - ``results.md``: the same as Markdown tables;
 - ``runs/<setting>-<variant>/``: each training's run directory (config, metrics, checkpoints).
 
@@ -62,8 +65,9 @@ from fer_robust.engine.distributed import build_accelerator
 from fer_robust.engine.evaluation import classification_metrics, predict_logits
 from fer_robust.engine.inference import load_trained_model
 from fer_robust.engine.trainer import Trainer
-from fer_robust.noise_benchmark.recipe import (ABLATIONS, SETTINGS, SIZES, VARIANTS, RunSpec,
-                                               build_run_config, ignored_by, plan_runs)
+from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, SETTINGS, SIZES,
+                                               VARIANTS, RunSpec, build_run_config, ignored_by,
+                                               plan_runs)
 from fer_robust.noise_benchmark.report import (compare, plot_setting_curves, render_markdown,
                                                summarize_run)
 from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
@@ -78,9 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-root", default=None, help="FERPlus root (default: the recipe's data.root)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
                    help="label settings to train under (default: all)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                   help="models to train per setting (default: all); trained variant by variant, "
-                        "so --variants baseline full trains every baseline first")
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS),
+                   help="models to train per setting (default: baseline full; the peers scn, eac "
+                        "and gce on request); trained variant by variant, so --variants baseline "
+                        "full trains every baseline first")
     p.add_argument("--size", choices=list(SIZES), default="full")
     p.add_argument("--quick", action="store_const", const="quick", dest="size",
                    help="same as --size quick: 3%% of the training split, half the epochs, batch 32")
@@ -198,7 +203,7 @@ def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
 
 def summarize(cfg, run_dir: Path, test_acc: float | None) -> dict:
     given, true, votes, num_classes = labels_of_run(cfg, run_dir)
-    summary = summarize_run(run_dir, given, true, votes, num_classes)
+    summary = summarize_run(run_dir, given, true, votes, num_classes, method=cfg.method.name)
     summary["test_accuracy"] = test_acc
     summary["config_fingerprint"] = config_fingerprint(cfg)
     return summary

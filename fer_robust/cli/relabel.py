@@ -42,7 +42,7 @@ import numpy as np
 from accelerate import Accelerator
 
 from fer_robust.cli.common import tool_entry, user_errors_exit
-from fer_robust.config import Config
+from fer_robust.config import Config, ConfigError
 from fer_robust.data.base import FERDataset
 from fer_robust.data.loaders import build_eval_loader
 from fer_robust.data.noise import load_noisy_labels
@@ -205,6 +205,10 @@ def main(argv=None) -> dict:
             overrides.append(f"data.root={args.data_root}")
         run_dir, weights = resolve_checkpoint(args.checkpoint)
         cfg, model, class_names, _ = load_trained_model(args.checkpoint, overrides)
+        if cfg.method.name != "staged":
+            raise ConfigError(f"{run_dir} was trained by method {cfg.method.name!r}: this tool "
+                              "shows the staged system's split and retrieval relabelling; a "
+                              "peer's own per-sample record is in its samples/epoch_XXX.npz")
         dataset, true_labels = training_split(cfg, run_dir)
         history, history_note = earlier_losses(cfg, run_dir, weights, len(dataset))
         accelerator = build_accelerator(cfg.mixed_precision, cpu=args.cpu)

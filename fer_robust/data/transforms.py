@@ -40,8 +40,8 @@ def build_transform(data_cfg: "DataConfig", train: bool) -> T.Compose:
     Train order: RandomResizedCrop (``augment.crop_scale``; aspect ratio kept within 10% because
     faces are aligned) or a plain resize when the scale is ``(1, 1)``, horizontal flip, rotation,
     colour jitter (brightness, contrast and saturation all ``augment.color_jitter``), to tensor,
-    normalise, random erasing (which must follow normalisation, as in torchvision). Each step whose
-    strength is 0 is left out.
+    normalise, random erasing of one box covering ``augment.erasing_scale`` of the image (which
+    must follow normalisation, as in torchvision). Each step whose strength is 0 is left out.
     """
     size = data_cfg.img_size
     aug = data_cfg.augment
@@ -61,7 +61,7 @@ def build_transform(data_cfg: "DataConfig", train: bool) -> T.Compose:
         steps.append(T.Resize((size, size)))
     steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if train and aug.random_erasing > 0:
-        steps.append(T.RandomErasing(p=aug.random_erasing))
+        steps.append(T.RandomErasing(p=aug.random_erasing, scale=tuple(aug.erasing_scale)))
     return T.Compose(steps)
 
 

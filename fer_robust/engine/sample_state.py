@@ -1,8 +1,9 @@
 """Per-sample training state, indexed by dataset index.
 
-Every decision the staged trainer makes about a training image lives here as one row of an array:
-which label it trains on and with what weight, its clean probability from the GMM split, and the
-soft label retrieval relabelling gave it. The arrays are saved every epoch (``samples/epoch_XXX.npz``)
+Every decision the trainer makes about a training image lives here as one row of an array:
+which label it trains on and with what weight, its clean probability from the GMM split, the
+soft label retrieval relabelling gave it, and the hard label a peer's relabelling gave it (SCN).
+The arrays are saved every epoch (``samples/epoch_XXX.npz``)
 so each decision can be audited, and with every checkpoint so ``--resume`` continues exactly.
 """
 from __future__ import annotations
@@ -27,6 +28,9 @@ class SampleState:
         given_labels: ``(N,)`` int64, the labels training was given (noisy when noise is injected).
         true_labels: ``(N,)`` int64 or ``None``; known only for injected/annotator noise, used for
             reporting alone, never for training.
+        train_labels: ``(N,)`` int64, the hard label the ``ce`` term trains each sample on: its
+            given label, unless a method relabels it (SCN, :mod:`fer_robust.methods.scn`). Stages
+            never change it.
         ce_weight: ``(N,)`` weight of the cross-entropy on the given label (1 clean, 0 excluded).
         soft_labels: ``(N, C)`` soft targets from retrieval relabelling (zeros where none).
         soft_weight: ``(N,)`` weight of the soft cross-entropy on ``soft_labels``.
@@ -37,6 +41,7 @@ class SampleState:
     given_labels: np.ndarray
     num_classes: int
     true_labels: np.ndarray | None = None
+    train_labels: np.ndarray = field(default=None)
     ce_weight: np.ndarray = field(default=None)
     soft_labels: np.ndarray = field(default=None)
     soft_weight: np.ndarray = field(default=None)
@@ -47,6 +52,8 @@ class SampleState:
     def __post_init__(self):
         n = len(self.given_labels)
         self.given_labels = np.asarray(self.given_labels, dtype=np.int64)
+        if self.train_labels is None:
+            self.train_labels = self.given_labels.copy()
         if self.ce_weight is None:
             self.ce_weight = np.ones(n, np.float32)
         if self.soft_labels is None:
@@ -73,7 +80,8 @@ class SampleState:
         return None if self.true_labels is None else self.given_labels != self.true_labels
 
     def reset_to_given(self) -> None:
-        """Every sample trains on its given label (warm-up)."""
+        """Every sample trains on its label with weight 1 and no soft label (warm-up); a method's
+        hard relabelling (``train_labels``) is kept."""
         self.ce_weight[:] = 1.0
         self.soft_weight[:] = 0.0
         self.relabeled_mask[:] = False
@@ -95,14 +103,15 @@ class SampleState:
         """The rows of a batch (by dataset index) as tensors on ``device``."""
         idx = index.cpu().numpy()
         return {
+            "labels": torch.from_numpy(self.train_labels[idx]).to(device),
             "ce_weight": torch.from_numpy(self.ce_weight[idx]).to(device),
             "soft_labels": torch.from_numpy(self.soft_labels[idx]).to(device),
             "soft_weight": torch.from_numpy(self.soft_weight[idx]).to(device),
         }
 
     # -- persistence (safetensors-friendly: tensors only) -----------------------------------------
-    _ARRAYS = ("given_labels", "true_labels", "ce_weight", "soft_labels", "soft_weight", "clean_prob",
-               "clean_mask", "relabeled_mask")
+    _ARRAYS = ("given_labels", "true_labels", "train_labels", "ce_weight", "soft_labels",
+               "soft_weight", "clean_prob", "clean_mask", "relabeled_mask")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {}

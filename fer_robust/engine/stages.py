@@ -40,13 +40,8 @@ STAGE_KINDS: dict[str, type["Stage"]] = {}
 
 
 def register_stage(kind: str) -> Callable[[type], type]:
-    """Class decorator registering a :class:`Stage` subclass under ``kind``."""
-    add = register_in(STAGE_KINDS, "stage kind", kind)
-
-    def deco(cls: type) -> type:
-        cls.kind = kind
-        return add(cls)
-    return deco
+    """Class decorator registering a :class:`Stage` subclass under ``kind`` (its ``kind``)."""
+    return register_in(STAGE_KINDS, "stage kind", kind, name_attribute="kind")
 
 
 @contextmanager

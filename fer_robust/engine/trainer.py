@@ -3,7 +3,12 @@
 Read top to bottom: :meth:`Trainer.setup` builds data, model, optimiser and scheduler and hands
 them to accelerate; :meth:`Trainer.fit` runs the stages epoch by epoch. Each epoch is
 
-    begin_epoch (the stage decides)  ->  train_one_epoch  ->  evaluate(val)  ->  log  ->  checkpoint
+    begin_epoch (the stage decides)  ->  train_one_epoch  ->  end_epoch (the method's figures)
+        ->  evaluate(val)  ->  log  ->  checkpoint
+
+Every training step is the same whatever the method (``method.name``, :mod:`fer_robust.methods`):
+the method runs the forward pass, the trainer computes the loss terms the stage weights (the method
+supplies its own), and after the step the method may decide (SCN relabels).
 
 The same command runs on this CPU, on one GPU, and under ``accelerate launch`` on many GPUs or
 nodes. ``optim.batch_size`` is per process (accelerate's convention); the effective batch is
@@ -41,6 +46,7 @@ from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, StageInputs, build_stage
 from fer_robust.losses.classification import cross_entropy, soft_cross_entropy, weighted_mean
+from fer_robust.methods import build_method
 from fer_robust.models.factory import build_model
 from fer_robust.robust.gmm_split import LossHistory
 from fer_robust.utils import atomic_save_npz, atomic_write_json, seed_everything
@@ -180,6 +186,7 @@ class Trainer:
                                         momentum=cfg.optim.momentum)
         self.stages = self._build_stages()
         self.total_epochs = sum(st.cfg.epochs for st in self.stages)
+        self.method = build_method(cfg, len(self.train_set), self.num_classes)
 
         self.dcl = None
         if any(st.weight("dcl") > 0 for st in self.stages):
@@ -253,6 +260,7 @@ class Trainer:
                         for k, v in self.loss_history.state_dict().items()})
         if self.dcl is not None:
             tensors.update({f"dcl.{k}": v for k, v in self.dcl.state_dict().items()})
+        tensors.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
         return tensors
 
     def _resume_point(self) -> ResumePoint:
@@ -296,6 +304,7 @@ class Trainer:
         self.loss_history.load_state_dict(section("loss_history."))
         if self.dcl is not None:
             self.dcl.load_state_dict(section("dcl."))
+        self.method.load_state_dict(section("method."))
         self.start_epoch = scalars["epoch"] + 1
         self.num_updates = scalars["num_updates"]
         self.best = scalars["best"]
@@ -332,6 +341,7 @@ class Trainer:
             t0 = time.perf_counter()
             robust_metrics = self.begin_epoch(stage, epoch)
             train_metrics = self.train_one_epoch(epoch, stage)
+            method_metrics = self.end_epoch(epoch)
             val = self.evaluate()
             seconds = time.perf_counter() - t0
             val_metrics = {} if val is None else {
@@ -339,7 +349,7 @@ class Trainer:
                 "val_macro_f1": val["macro_f1"]}
             record = {"epoch": epoch, "stage": stage.name, "kind": stage.kind,
                       "lr": self.optimizer.param_groups[0]["lr"], **train_metrics, **val_metrics,
-                      **robust_metrics, "epoch_seconds": seconds,
+                      **robust_metrics, **method_metrics, "epoch_seconds": seconds,
                       **selection_record(self.cfg.data.protocol)}
             if epoch == 0:
                 record["pretrained"] = self.pretrained_source
@@ -425,6 +435,15 @@ class Trainer:
                                                  "prob": sample_pass.prob})
         return metrics
 
+    def end_epoch(self, epoch: int) -> dict:
+        """The method's figures of the epoch; saves ``samples/epoch_XXX.npz`` (the sample state
+        after the epoch, with the method's arrays) when the method keeps per-sample arrays (SCN:
+        the training labels after the epoch's relabelling and each image's importance)."""
+        metrics, arrays = self.method.end_epoch(epoch, self.sample_state)
+        if arrays is not None:
+            self.save_sample_state(epoch, extra=arrays)
+        return metrics
+
     def run_sample_pass(self) -> SamplePassResult:
         return per_sample_pass(self.model, self.pass_loader, self.accelerator,
                                progress=self.cfg.progress_bar, hflip=self.cfg.robust.pass_hflip)
@@ -451,9 +470,12 @@ class Trainer:
 
     def compute_losses(self, out: dict, labels: torch.Tensor, index: torch.Tensor,
                        stage: Stage) -> dict[str, torch.Tensor]:
-        """Every loss term the stage weights, each a scalar tensor.
+        """Every loss term the stage weights, each a scalar tensor: the trainer's own, below, and
+        the method's (:meth:`fer_robust.methods.base.Method.own_loss_terms`).
 
-        ce / local_ce: cross-entropy on the given label, weighted per sample by ``ce_weight``
+        ce / local_ce: cross-entropy on the sample's training label (its given label unless the
+            method relabelled it: ``SampleState.train_labels``), weighted per sample by
+            ``ce_weight``
             (0 for samples the split called noisy), averaged over the samples that count or over
             the batch (``robust.loss_normalization``). With
             ``model.mim.classify_masked`` off, the batch's masked images count for none of the
@@ -462,8 +484,11 @@ class Trainer:
             the global and, when present, the local logits).
         mim: the masked-image-modelling reconstruction loss.
         dcl: distribution contrastive loss on clean samples' embeddings.
+
+        ``labels`` are the loader's (given) labels, which DCL's class statistics use.
         """
         rows = self.sample_state.batch_targets(index, labels.device)
+        train_labels = rows["labels"]
         keep = classified_mask(out, len(labels), self.cfg.model.mim.classify_masked)
         keep = keep.to(rows["ce_weight"].dtype)
         ce_w, soft_w = rows["ce_weight"] * keep, rows["soft_weight"] * keep
@@ -476,7 +501,7 @@ class Trainer:
             return (loss * weights).mean() if per_batch else weighted_mean(loss, weights)
 
         def hard(logits):
-            return average(cross_entropy(logits, labels, label_smoothing=ls), ce_w)
+            return average(cross_entropy(logits, train_labels, label_smoothing=ls), ce_w)
 
         def soft(logits):
             return average(soft_cross_entropy(logits, rows["soft_labels"]), soft_w)
@@ -493,6 +518,7 @@ class Trainer:
             terms["mim"] = out["mim_loss"]
         if stage.weight("dcl") and self.dcl is not None:
             terms["dcl"] = self.dcl(out["embedding"].float(), labels, ce_w > 0)
+        terms.update(self.method.own_loss_terms(out, train_labels, stage))
         return terms
 
     def train_one_epoch(self, epoch: int, stage: Stage) -> dict:
@@ -513,7 +539,7 @@ class Trainer:
                    disable=not (cfg.progress_bar and acc.is_local_main_process))
         for step, (images, labels, index) in enumerate(bar):
             with acc.accumulate(self.model):
-                out = self.model(images, mim=use_mim)
+                out = self.method.forward(self.model, images, use_mim)
                 terms = self.compute_losses(out, labels, index, stage)
                 for name, value in terms.items():
                     if not torch.isfinite(value):
@@ -528,6 +554,10 @@ class Trainer:
             if acc.sync_gradients:
                 self.num_updates += 1
                 self.scheduler.step_update(num_updates=self.num_updates)
+            # The method's decision about the batch (SCN: relabel), on the labels it trained on.
+            self.method.after_step(out, torch.from_numpy(
+                self.sample_state.train_labels[index.cpu().numpy()]).to(labels.device), index,
+                epoch, self.sample_state, acc.gather)
             if self.dcl is not None and stage.weight("dcl"):
                 self._update_dcl_memory(out["embedding"], labels, index,
                                         classified_mask(out, len(labels),

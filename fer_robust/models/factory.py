@@ -10,7 +10,7 @@ from typing import Callable
 from torch import nn
 
 from fer_robust.config import ModelConfig
-from fer_robust.models.network import ARMFER, BaselineFER, TwoBranchFER
+from fer_robust.models.network import ARMFER, SCNFER, BaselineFER, TwoBranchFER
 from fer_robust.utils import register_in
 
 __all__ = ["register_model", "build_model", "list_models"]
@@ -42,6 +42,11 @@ def _baseline(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
 @register_model("arm")
 def _arm(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
     return ARMFER(cfg, num_classes, img_size)
+
+
+@register_model("scn")
+def _scn(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:
+    return SCNFER(cfg, num_classes, img_size)
 
 
 def build_model(cfg: ModelConfig, num_classes: int, img_size: int) -> nn.Module:

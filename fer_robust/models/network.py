@@ -13,6 +13,9 @@ key                value
                    the contrastive loss and retrieval relabelling
 ``mim_loss``       scalar, only when ``forward(x, mim=True)`` in training mode with MIM enabled
 ``mim_index``      ``(n,)`` batch positions of the masked images (same condition)
+``cam``            ``(N, num_classes, h, w)`` class activation maps (baseline and SCN, only when
+                   ``forward(x, cam=True)``; EAC's consistency loss)
+``importance``     ``(N,)`` SCN's self-attention importance weight in (0, 1) (SCN only)
 =================  ==========================================================================
 
 Inference needs no masking and no batch-mates: in eval mode every output of an image is the same
@@ -30,7 +33,7 @@ from fer_robust.models.backbone import Backbone
 from fer_robust.models.branches import GlobalBranch, LocalBranch
 from fer_robust.models.mim import MIMHead, random_masking
 
-__all__ = ["TwoBranchFER", "BaselineFER"]
+__all__ = ["TwoBranchFER", "BaselineFER", "ARMFER", "SCNFER"]
 
 
 class _BackboneNet(nn.Module):
@@ -165,10 +168,27 @@ class BaselineFER(_BackboneNet):
         pooled = self.pool(feat).flatten(1)
         return pooled if pre_logits else self.head(self.drop(pooled))
 
-    def forward(self, x: torch.Tensor, mim: bool = False) -> dict[str, torch.Tensor]:
-        """``(N, 3, H, W)`` -> ``{'logits': (N, K), 'embedding': (N, C)}``; ``mim`` is ignored."""
-        pooled = self.forward_head(self.forward_features(x), pre_logits=True)
-        return {"logits": self.head(self.drop(pooled)), "embedding": F.normalize(pooled, dim=1)}
+    def class_activation_maps(self, feat: torch.Tensor, head_grad: bool = False) -> torch.Tensor:
+        """Class activation maps (Zhou et al. 2016): the classifier applied at every cell of the
+        map, without its bias. ``(N, C, h, w)`` -> ``(N, num_classes, h, w)``; averaging a map over
+        its cells gives that class's logit minus the bias.
+
+        ``head_grad=False`` detaches the classifier weights, so a loss on the maps trains the
+        features only (as EAC's code does).
+        """
+        weight = self.head.weight if head_grad else self.head.weight.detach()   # (K, C)
+        return torch.einsum("nchw,kc->nkhw", feat, weight.to(feat.dtype))
+
+    def forward(self, x: torch.Tensor, mim: bool = False, cam: bool = False,
+                cam_head_grad: bool = False) -> dict[str, torch.Tensor]:
+        """``(N, 3, H, W)`` -> ``{'logits': (N, K), 'embedding': (N, C)}``, plus ``'cam'``
+        ``(N, K, h, w)`` when ``cam`` (see :meth:`class_activation_maps`); ``mim`` is ignored."""
+        feat = self.forward_features(x)                              # (N, C, h, w)
+        pooled = self.forward_head(feat, pre_logits=True)            # (N, C)
+        out = {"logits": self.head(self.drop(pooled)), "embedding": F.normalize(pooled, dim=1)}
+        if cam:
+            out["cam"] = self.class_activation_maps(feat, cam_head_grad)
+        return out
 
 
 class ARMFER(_BackboneNet):
@@ -198,3 +218,42 @@ class ARMFER(_BackboneNet):
         """``(N, 3, H, W)`` -> ``{'logits': (N, K), 'embedding': (N, D)}``; ``mim`` is ignored."""
         pooled, logits = self.global_branch(self.forward_features(x))
         return {"logits": logits, "embedding": F.normalize(pooled, dim=1)}
+
+
+class SCNFER(BaselineFER):
+    """SCN's network (Wang et al., CVPR 2020): the baseline plus a self-attention importance
+    branch. Backbone -> global average pooling -> dropout -> ``alpha = sigmoid(FC(.))`` (one
+    weight in (0, 1) per image) and logits ``alpha * linear(.)``, as the authors' ``Res18Feature``.
+
+    The logits are the importance-weighted ones in training and in evaluation alike (the authors'
+    code evaluates on them too): a positive scale leaves the argmax, and so every accuracy, as it
+    is, but flattens the softmax of low-importance images (``tools/predict.py`` reports those
+    probabilities). The embedding is the l2-normalised pooled feature, as the baseline's.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_classes: int, img_size: int) -> None:
+        super().__init__(cfg, num_classes, img_size)
+        self.importance = nn.Sequential(nn.Linear(self.embed_dim, 1), nn.Sigmoid())
+
+    def forward_head(self, feat: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Map -> importance-weighted logits ``(N, num_classes)``, or the pooled feature ``(N, C)``
+        if ``pre_logits``."""
+        pooled = self.pool(feat).flatten(1)
+        if pre_logits:
+            return pooled
+        dropped = self.drop(pooled)
+        return self.importance(dropped) * self.head(dropped)
+
+    def forward(self, x: torch.Tensor, mim: bool = False, cam: bool = False,
+                cam_head_grad: bool = False) -> dict[str, torch.Tensor]:
+        """``(N, 3, H, W)`` -> ``{'logits': (N, K) weighted, 'importance': (N,), 'embedding':
+        (N, C)}`` (plus the unweighted ``'cam'`` when asked); ``mim`` is ignored."""
+        feat = self.forward_features(x)
+        pooled = self.pool(feat).flatten(1)                          # (N, C)
+        dropped = self.drop(pooled)
+        alpha = self.importance(dropped)                             # (N, 1)
+        out = {"logits": alpha * self.head(dropped), "importance": alpha.squeeze(1),
+               "embedding": F.normalize(pooled, dim=1)}
+        if cam:
+            out["cam"] = self.class_activation_maps(feat, cam_head_grad)
+        return out

@@ -10,6 +10,10 @@ they must:
   sampler and seed; ``model.arch=baseline`` with global average pooling, one warm-up stage with
   cross-entropy on the given labels only.
 - ``no_<part>``: the full system with one part switched off (see :data:`ABLATIONS`).
+- the peers ``scn``, ``eac`` and ``gce`` (see :data:`PEERS` and :mod:`fer_robust.methods`): the
+  baseline's training (same backbone and geometry, input, epochs, optimiser, schedule,
+  augmentation, sampler and seed) with the peer's method in place of plain cross-entropy, and
+  nothing else changed.
 
 Label settings (:data:`SETTINGS`) set ``data.noise``; sizes (:data:`SIZES`) shrink the recipe for
 quick iterations. Where a choice had to be made it is written next to its table entry.
@@ -24,7 +28,8 @@ from typing import Callable
 from fer_robust.config import (Config, ConfigError, StageConfig, config_to_dict, load_config,
                                validate)
 
-__all__ = ["SETTINGS", "SIZES", "ABLATIONS", "VARIANTS", "RunSpec", "build_run_config", "plan_runs"]
+__all__ = ["SETTINGS", "SIZES", "ABLATIONS", "PEERS", "VARIANTS", "DEFAULT_VARIANTS", "RunSpec",
+           "build_run_config", "plan_runs", "ignored_by"]
 
 # Label settings: overrides of ``data.noise``.
 SETTINGS: dict[str, list[str]] = {
@@ -88,15 +93,18 @@ ABLATIONS: dict[str, Callable[[Config], None]] = {
 }
 
 
-# Config keys (dotted prefixes) only the two-branch system reads. A baseline trained under other
-# values of these is the same training, so a finished baseline stays valid when only the full
-# system's parts of the recipe change (see :func:`ignored_by`).
+# Config keys (dotted prefixes) only the two-branch system reads. A baseline (or a peer) trained
+# under other values of these is the same training, so a finished baseline stays valid when only
+# the full system's parts of the recipe change (see :func:`ignored_by`).
 BASELINE_UNUSED = ("model.mim.", "model.arm.", "model.local_", "robust.")
 
 
 def ignored_by(cfg: Config) -> tuple[str, ...]:
-    """Dotted-key prefixes whose values do not change what a training with ``cfg`` computes."""
-    return BASELINE_UNUSED if cfg.model.arch == "baseline" else ()
+    """Dotted-key prefixes whose values do not change what a training with ``cfg`` computes: the
+    two-branch system's own settings for every single-branch model, and the settings of every
+    peer but the training's own method."""
+    other_peers = tuple(f"method.{p}." for p in PEERS if p != cfg.method.name)
+    return other_peers if cfg.model.arch == "two_branch" else BASELINE_UNUSED + other_peers
 
 
 def _to_baseline(cfg: Config) -> None:
@@ -106,11 +114,53 @@ def _to_baseline(cfg: Config) -> None:
     cfg.stages = [StageConfig(name="warmup", kind="warmup", epochs=total, loss_weights={"ce": 1.0})]
 
 
+def _warmup_epochs(cfg: Config) -> int:
+    """Epochs of the full system's leading warm-up stages: when it starts to relabel."""
+    epochs = 0
+    for st in cfg.stages:
+        if st.kind != "warmup":
+            break
+        epochs += st.epochs
+    return epochs
+
+
+def _to_peer(cfg: Config, name: str, arch: str, loss_weights: dict[str, float]) -> None:
+    """The baseline's training with method ``name`` on network ``arch`` and its loss weights; the
+    method's own settings keep their defaults (the authors', see ``fer_robust.config``)."""
+    _to_baseline(cfg)
+    cfg.model.arch = arch
+    cfg.method.name = name
+    cfg.stages[0].loss_weights = dict(loss_weights)
+
+
+def _to_scn(cfg: Config) -> None:
+    # SCN relabels from the epoch the full system starts relabelling at (the end of its warm-up:
+    # 10 of 40 epochs, 5 of 20 in --quick), about the share of the authors' 10 of 70. The rank
+    # regularisation weighs 1, as in the authors' code.
+    start = _warmup_epochs(cfg)
+    _to_peer(cfg, "scn", "scn", {"ce": 1.0, "rank_reg": 1.0})
+    cfg.method.scn.relabel_from_epoch = start
+
+
+def _to_eac(cfg: Config) -> None:
+    # lambda = 5, as the authors' code; the erasing is part of the method (method.eac), so the
+    # data's augmentation stays the baseline's.
+    _to_peer(cfg, "eac", "baseline", {"ce": 1.0, "cam_consistency": 5.0})
+
+
+def _to_gce(cfg: Config) -> None:
+    _to_peer(cfg, "gce", "baseline", {"gce": 1.0})  # q = 0.7, the paper's
+
+
+# Peer variant -> edit of the recipe (see the module docstring).
+PEERS: dict[str, Callable[[Config], None]] = {"scn": _to_scn, "eac": _to_eac, "gce": _to_gce}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training of the benchmark: a label setting and a model variant."""
     setting: str
-    variant: str  # "baseline", "full" or "no_<ablation>"
+    variant: str  # "baseline", "full", a peer ("scn", "eac", "gce") or "no_<ablation>"
 
     @property
     def name(self) -> str:
@@ -118,13 +168,16 @@ class RunSpec:
 
 
 #: Model variants every setting can train (``--variants``), besides the ablations.
-VARIANTS: tuple[str, ...] = ("baseline", "full")
+VARIANTS: tuple[str, ...] = ("baseline", "full", *PEERS)
+#: The variants a benchmark trains unless told otherwise.
+DEFAULT_VARIANTS: tuple[str, ...] = ("baseline", "full")
 
 
 def plan_runs(settings: list[str], ablations: list[str],
-              variants: list[str] | tuple[str, ...] = VARIANTS) -> list[RunSpec]:
-    """The chosen variants (default: baseline and full system) of every setting, then the
-    ablations; variant by variant across the settings, so that e.g. every baseline trains first."""
+              variants: list[str] | tuple[str, ...] = DEFAULT_VARIANTS) -> list[RunSpec]:
+    """The chosen variants (default: baseline and full system; the peers on request) of every
+    setting, then the ablations; variant by variant across the settings, so that e.g. every
+    baseline trains first."""
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown}; known: {list(SETTINGS)}")
@@ -158,6 +211,8 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
             st.epochs = max(1, round(st.epochs * epoch_share))
     if spec.variant == "baseline":
         _to_baseline(cfg)
+    elif spec.variant in PEERS:
+        PEERS[spec.variant](cfg)
     elif spec.variant.startswith("no_") and spec.variant[3:] in ABLATIONS:
         before = config_to_dict(cfg)
         ABLATIONS[spec.variant[3:]](cfg)

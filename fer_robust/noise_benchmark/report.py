@@ -16,7 +16,16 @@ Definitions (the positive class is "noisy" = the given label differs from the ma
   label; both from the eval-mode pass after the last epoch (``final_fit.json``).
 - ``split_*``: precision / recall / F1 / ROC-AUC of the last GMM split at finding changed labels.
 - ``relabel_top1``: share of relabelled samples whose soft label's argmax is the majority label;
-  ``relabel_top1_changed``: the same over relabelled samples whose given label was changed.
+  ``relabel_top1_changed``: the same over relabelled samples whose given label was changed;
+  ``relabel_precision``: share of relabelled samples whose given label was changed (relabelling
+  touched a noisy label).
+- For SCN (a hard relabelling: ``train_labels`` in its last ``samples/epoch_XXX.npz``), a sample is
+  relabelled when the label it trains on at the end differs from its given label; ``relabel_top1``
+  (its relabel accuracy) is the share of them whose new label is the majority label,
+  ``relabel_precision`` the share whose given label was changed, ``changed_relabeled_share`` the
+  share of the changed labels it relabelled, and ``train_label_accuracy`` the share of training
+  labels that are the majority label after its relabelling (see
+  :func:`~fer_robust.robust.metrics.hard_relabel_figures`). It has no split and no soft labels.
 - ``tv_soft_to_votes`` / ``tv_given_to_votes``: mean total-variation distance to the 10-tagger vote
   distribution of the relabelled samples' soft labels, against that of their given labels;
   ``tv_targets_to_votes_all`` / ``tv_given_to_votes_all``: the same over the whole training split
@@ -39,7 +48,8 @@ from pathlib import Path
 import numpy as np
 
 from fer_robust.config import ConfigError
-from fer_robust.robust.metrics import decision_figures
+from fer_robust.noise_benchmark.recipe import PEERS
+from fer_robust.robust.metrics import decision_figures, hard_relabel_figures
 from fer_robust.robust.selection import RobustDecision
 
 __all__ = ["summarize_run", "compare", "render_markdown", "plot_setting_curves", "TARGETS"]
@@ -62,11 +72,15 @@ def _last_sample_state(run_dir: Path) -> dict[str, np.ndarray] | None:
 # The figures of :func:`~fer_robust.robust.metrics.decision_figures` a run's summary keeps (besides
 # every ``split_*``), under the same names.
 _RUN_FIGURES = ("clean_ratio", "num_relabeled", "relabel_top1", "relabel_top1_changed",
-                "changed_relabeled_share", "noise_rate")
+                "relabel_precision", "changed_relabeled_share", "noise_rate")
+# And the figures of a hard relabelling (SCN) a run's summary keeps.
+_HARD_RELABEL_FIGURES = ("num_relabeled", "relabel_top1", "relabel_top1_changed",
+                         "relabel_precision", "changed_relabeled_share", "train_label_accuracy",
+                         "noise_rate")
 
 
 def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np.ndarray | None,
-                  votes: np.ndarray | None, num_classes: int) -> dict:
+                  votes: np.ndarray | None, num_classes: int, method: str = "staged") -> dict:
     """The benchmark's figures for one finished training (see the module docstring).
 
     Args:
@@ -76,6 +90,8 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
             ``None`` when unknown.
         votes: ``(N, C)`` annotator vote counts of the training split, or ``None``.
         num_classes: C.
+        method: the run's ``method.name``: ``scn`` reads its hard relabelling from the last sample
+            state; the others' sample state is a robust decision (split, soft labels), if any.
 
     Split figures are given only when some labels were changed; relabelling figures whenever the
     true labels are known (in the clean setting every relabelled sample had a correct label).
@@ -115,6 +131,10 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
         if len(state["given_labels"]) != n or not np.array_equal(state["given_labels"], given_labels):
             raise ConfigError(f"{run_dir}/samples: the saved given labels differ from the dataset's "
                               "(another data root, train fraction or noise seed?)")
+        if method == "scn":
+            figures = hard_relabel_figures(given_labels, state["train_labels"], true_labels)
+            out.update({k: v for k, v in figures.items() if k in _HARD_RELABEL_FIGURES})
+            return out
         decision = RobustDecision.from_sample_arrays(state)
     figures = decision_figures(decision, given_labels, num_classes, true_labels, votes)
     out.update({k: v for k, v in figures.items() if k in _RUN_FIGURES or k.startswith("split_")})
@@ -128,9 +148,14 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
     return out
 
 
+#: The peer variants of the benchmark, in order.
+PEER_VARIANTS = tuple(PEERS)
+
 # (setting, what, target) rows of the benchmark's acceptance targets; see :func:`compare`.
 # The margins compare the full system's last epoch with the baseline's last (``margin_over_baseline``)
-# and best (``margin_over_baseline_best``) epochs; the time ratio compares mean epoch times.
+# and best (``margin_over_baseline_best``) epochs, and with the best peer's last epoch
+# (``margin_over_best_peer``: under noise the full system must be ahead of every peer, strictly;
+# under clean labels not behind any); the time ratio compares mean epoch times.
 TARGETS = [
     ("sym30", "margin_over_baseline", 0.07),
     ("sym30", "margin_over_baseline_best", 0.02),
@@ -142,7 +167,13 @@ TARGETS = [
     ("sym30", "tv_soft_below_given", 0.0),
     ("annotator", "tv_soft_below_given", 0.0),
     ("*", "epoch_time_ratio_mean", 1.5),
+    ("sym30", "margin_over_best_peer", 0.0),
+    ("annotator", "margin_over_best_peer", 0.0),
+    ("clean", "margin_over_best_peer", 0.0),
 ]
+# Targets met only strictly above their bound ("ahead of").
+_STRICT = {("sym30", "margin_over_best_peer"), ("annotator", "margin_over_best_peer"),
+           ("*", "tv_soft_below_given")}
 
 
 def _get(results: dict, setting: str, variant: str, key: str) -> float | None:
@@ -158,6 +189,9 @@ def compare(results: dict) -> dict:
     target whose runs are missing is reported as not measured (``met: None``). The time ratio is
     the full system's robust epoch (per-sample pass, split and relabelling included) over the
     baseline's epoch; ``epoch_time_ratio_mean`` averages over all the full system's epochs.
+    ``peers`` gives, per peer trained in the setting, its last and best validation accuracy and
+    ``full_minus_peer`` (full system's last epoch minus the peer's); ``margin_over_best_peer`` is
+    the smallest of those (the full system against the best peer).
     """
     settings = list(dict.fromkeys(name.split("-", 1)[0] for name in results))
     per_setting: dict = {}
@@ -191,6 +225,19 @@ def compare(results: dict) -> dict:
                      and _get(results, s, name.split("-", 1)[1], "val_accuracy") is not None}
         if ablations:
             row["ablation_contribution"] = ablations  # full - (full without the part)
+        peers = {}
+        for peer in PEER_VARIANTS:
+            last = _get(results, s, peer, "val_accuracy")
+            if last is None:
+                continue
+            peers[peer] = {"val_accuracy": last,
+                           "best_val_accuracy": _get(results, s, peer, "best_val_accuracy"),
+                           "full_minus_peer": None if full is None else full - last}
+        if peers:
+            row["peers"] = peers
+            margins = [p["full_minus_peer"] for p in peers.values()
+                       if p["full_minus_peer"] is not None]
+            row["margin_over_best_peer"] = min(margins) if margins else None
         per_setting[s] = row
 
     targets = []
@@ -206,7 +253,7 @@ def compare(results: dict) -> dict:
                 value = per_setting.get(setting, {}).get(what)
             if value is None:
                 met = None
-            elif what == "tv_soft_below_given":
+            elif (setting, what) in _STRICT or ("*", what) in _STRICT:
                 met = value > bound
             else:
                 met = value >= bound
@@ -232,6 +279,7 @@ _TARGET_TEXT = {
     "tv_soft_below_given": "soft labels closer to the votes than given labels (TV gap > {:.0f})",
     "epoch_time_ratio": "full robust epoch / baseline epoch ≤ {:.1f}x (worst setting)",
     "epoch_time_ratio_mean": "full mean epoch / baseline mean epoch ≤ {:.1f}x (worst setting)",
+    "margin_over_best_peer": "full − best peer val accuracy (last epochs) {} {:+.1f} pts",
 }
 
 
@@ -245,7 +293,7 @@ def _target_value(t: dict, per_setting: dict) -> str:
         return _num(value, "{:.2f}x")
     if what in ("split_f1", "tv_soft_below_given"):
         return _num(value)
-    if what in ("margin_over_baseline", "margin_over_baseline_best"):
+    if what in ("margin_over_baseline", "margin_over_baseline_best", "margin_over_best_peer"):
         return _num(100 * value, "{:+.2f} pts")
     return _pct(value) + "%"
 
@@ -264,9 +312,9 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
               "after the last epoch; fit: training accuracy on the given labels.", "",
               "## Trainings", "",
               "| setting | model | val acc last | val acc best (epoch) | test acc | memorised | "
-              "fit | split P / R / F1 / AUC | relabelled | relabel top-1 % (changed) | "
-              "TV soft→votes (given→votes) | s/epoch (robust) |",
-              "|---|---|---:|---:|---:|---:|---:|---|---:|---|---|---:|"]
+              "fit | split P / R / F1 / AUC | relabelled | relabel precision % | "
+              "relabel top-1 % (changed) | TV soft→votes (given→votes) | s/epoch (robust) |",
+              "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|"]
     for name, r in results.items():
         setting, variant = name.split("-", 1)
         split = "–"
@@ -277,7 +325,7 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         if r.get("relabel_top1") is not None:
             relabel = f"{_pct(r['relabel_top1'])} ({_pct(r.get('relabel_top1_changed'))})"
         tv = "–"
-        if r.get("num_relabeled"):
+        if r.get("num_relabeled") and "tv_soft_to_votes" in r:
             tv = f"{_num(r.get('tv_soft_to_votes'))} ({_num(r.get('tv_given_to_votes'))})"
         seconds = _num(r["seconds_per_epoch"], "{:.1f}")
         if r.get("seconds_per_robust_epoch") is not None:
@@ -286,7 +334,8 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         lines.append(f"| {setting} | {variant} | {_pct(r['val_accuracy'])} | {best} | "
                      f"{_pct(r.get('test_accuracy'))} | {_num(r.get('memorised_share'), '{:.2f}')} | "
                      f"{_num(r.get('train_accuracy_given'), '{:.2f}')} | {split} | "
-                     f"{r.get('num_relabeled', '–')} | {relabel} | {tv} | {seconds} |")
+                     f"{r.get('num_relabeled', '–')} | {_pct(r.get('relabel_precision'))} | "
+                     f"{relabel} | {tv} | {seconds} |")
     per_setting = comparison["per_setting"]
     lines += ["", "## Full system against the baseline (validation)", "",
               "| setting | baseline last | baseline best | full last | full − baseline last (pts) | "
@@ -305,6 +354,15 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
                      f"{recovered} | "
                      f"{_num(row.get('epoch_time_ratio'), '{:.2f}x')} | "
                      f"{_num(row.get('epoch_time_ratio_mean'), '{:.2f}x')} |")
+    if any("peers" in row for row in per_setting.values()):
+        lines += ["", "## Full system against the peers (validation)", "",
+                  "| setting | full last | peer | peer last | peer best | "
+                  "full − peer last (pts) |",
+                  "|---|---:|---|---:|---:|---:|"]
+        for s, row in per_setting.items():
+            for peer, p in row.get("peers", {}).items():
+                lines.append(f"| {s} | {_pct(row['full'])} | {peer} | {_pct(p['val_accuracy'])} | "
+                             f"{_pct(p['best_val_accuracy'])} | {_pct(p['full_minus_peer'])} |")
     if any("ablation_contribution" in row for row in per_setting.values()):
         lines += ["", "## Ablations: full − (full without the part), val accuracy pts", "",
                   "| setting | part | contribution (pts) |", "|---|---|---:|"]
@@ -313,8 +371,12 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
                 lines.append(f"| {s} | {part} | {_pct(delta)} |")
     lines += ["", "## Targets", "", "| setting | target | measured | met |", "|---|---|---:|---|"]
     for t in comparison["targets"]:
-        text = _TARGET_TEXT[t["measure"]].format(100 * t["target"] if t["measure"].startswith(
-            "margin_over_baseline") else t["target"])
+        bound = 100 * t["target"] if t["measure"].startswith("margin_over") else t["target"]
+        if t["measure"] == "margin_over_best_peer":
+            strict = (t["setting"], t["measure"]) in _STRICT
+            text = _TARGET_TEXT[t["measure"]].format(">" if strict else "≥", bound)
+        else:
+            text = _TARGET_TEXT[t["measure"]].format(bound)
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['setting']} | {text} | {_target_value(t, per_setting)} | {met} |")
     lines.append("")

@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 if TYPE_CHECKING:
     from fer_robust.robust.selection import RobustDecision
 
-__all__ = ["decision_figures", "noise_detection_metrics", "relabel_accuracy",
-           "total_variation_distance", "vote_figures", "per_class_clean_ratio"]
+__all__ = ["decision_figures", "hard_relabel_figures", "noise_detection_metrics",
+           "relabel_accuracy", "total_variation_distance", "vote_figures", "per_class_clean_ratio"]
 
 
 def noise_detection_metrics(clean_prob: np.ndarray, changed_mask: np.ndarray,
@@ -155,7 +155,8 @@ def decision_figures(decision: "RobustDecision | None", given_labels: np.ndarray
       ``relabel_accuracy``: share of the samples given a retrieval soft label whose soft label's
       argmax is the true label; ``relabel_top1``: the same over the relabelled samples (those whose
       soft label reaches ``min_confidence``; equal without a floor); each with a ``_changed``
-      variant over those whose given label was changed;
+      variant over those whose given label was changed; ``relabel_precision``: share of the
+      relabelled samples whose given label was wrong (relabelling touched a noisy label);
     - with ``votes``: ``votes_all`` (:func:`vote_figures` of every sample's target) and
       ``votes_relabeled`` (of the relabelled samples, when there are any).
     """
@@ -185,6 +186,8 @@ def decision_figures(decision: "RobustDecision | None", given_labels: np.ndarray
                 if (mask & changed).any():
                     figures[f"{name}_changed"] = relabel_accuracy(
                         decision.soft_labels[mask & changed], true[mask & changed])
+            if decision.relabeled_mask.any():
+                figures["relabel_precision"] = float(changed[decision.relabeled_mask].mean())
             if changed.any():
                 figures["changed_relabeled_share"] = float(
                     (decision.relabeled_mask & changed).sum() / changed.sum())
@@ -200,4 +203,50 @@ def decision_figures(decision: "RobustDecision | None", given_labels: np.ndarray
             figures["votes_relabeled"] = vote_figures(
                 targets[relabeled], given[relabeled], votes[relabeled],
                 None if majority is None else np.asarray(majority)[relabeled])
+    return figures
+
+
+def hard_relabel_figures(given_labels: np.ndarray, train_labels: np.ndarray,
+                         true_labels: np.ndarray | None = None) -> dict:
+    """The figures of a hard relabelling (SCN's): each sample trains on ``train_labels``, which
+    differs from its given label where the method relabelled it. Named as
+    :func:`decision_figures` names the same figures of a retrieval relabelling, so the benchmark
+    reports both alike.
+
+    Args:
+        given_labels: ``(N,)`` the labels training was given.
+        train_labels: ``(N,)`` the labels the samples train on now.
+        true_labels: ``(N,)`` the clean labels, when known.
+
+    Returns:
+        ``num_relabeled``: samples whose training label differs from their given label; with
+        ``true_labels`` also ``noise_rate`` (share of wrong given labels) and
+        ``train_label_accuracy`` (share of training labels that are true, against ``1 -
+        noise_rate`` before relabelling), and, where there are relabelled samples:
+        ``relabel_precision``: share of them whose given label was wrong (the relabelling touched
+        a noisy label); ``relabel_accuracy`` (= ``relabel_top1``): share of them whose new label
+        is the true one; ``relabel_accuracy_changed`` (= ``relabel_top1_changed``): the same over
+        those whose given label was wrong; ``changed_relabeled_share``: share of the wrong given
+        labels that were relabelled (the relabelling's recall).
+    """
+    given = np.asarray(given_labels, np.int64)
+    train = np.asarray(train_labels, np.int64)
+    relabeled = train != given
+    figures: dict = {"num_relabeled": int(relabeled.sum())}
+    if true_labels is None:
+        return figures
+    true = np.asarray(true_labels, np.int64)
+    changed = given != true
+    figures["noise_rate"] = float(changed.mean())
+    figures["train_label_accuracy"] = float((train == true).mean())
+    if relabeled.any():
+        figures["relabel_precision"] = float(changed[relabeled].mean())
+        figures["relabel_accuracy"] = figures["relabel_top1"] = float(
+            (train[relabeled] == true[relabeled]).mean())
+    if (relabeled & changed).any():
+        both = relabeled & changed
+        figures["relabel_accuracy_changed"] = figures["relabel_top1_changed"] = float(
+            (train[both] == true[both]).mean())
+    if changed.any():
+        figures["changed_relabeled_share"] = float((relabeled & changed).sum() / changed.sum())
     return figures
