@@ -32,8 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["DatasetSpec", "DATASET_SPECS", "CONFUSABLE", "SPLITS", "canonical_emotion",
-           "confusable_targets"]
+__all__ = ["FaceFraming", "face_framing", "DatasetSpec", "DATASET_SPECS", "CONFUSABLE", "SPLITS",
+           "canonical_emotion", "confusable_targets"]
 
 #: The three splits every reader serves.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -64,6 +64,31 @@ _SYNONYMS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class FaceFraming:
+    """How a dataset's images frame a face, so that a face found in a photo can be cropped the
+    way the training images were (``tools/predict.py``; ``data/README.md`` has the table).
+
+    Sizes are relative to the *reference framing*: the square that a FER2013/FERPlus image covers
+    around the face the detector finds (each detector's box is mapped to it by the calibration of
+    :mod:`fer_robust.deploy.faces`, measured on FERPlus by ``benchmarks/face_crops.py``).
+
+    Attributes:
+        scale: crop side / reference side (1.0 = framed like FER2013).
+        shift: crop centre below the reference centre, in reference sides (negative = above).
+        align_eyes: rotate the crop so the eyes are level (datasets aligned on facial landmarks),
+            when both eyes are found.
+        grayscale: the dataset's images are grayscale, so crops are made grayscale too.
+        measured: True when ``scale`` and ``shift`` were measured on the dataset's own images with
+            ``benchmarks/face_crops.py``; False for an estimate from the dataset's description.
+    """
+    scale: float = 1.0
+    shift: float = 0.0
+    align_eyes: bool = False
+    grayscale: bool = False
+    measured: bool = False
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """What a dataset (a FER benchmark) is on disk and by protocol.
 
@@ -74,12 +99,14 @@ class DatasetSpec:
         carved_splits: splits that do not exist natively and are carved (seeded, stratified).
         expected_counts: split -> the image count of the standard protocol (documentation and
             summary checks; carved splits depend on ``val_fraction`` and are left out).
+        face_framing: how its images frame a face (:class:`FaceFraming`).
     """
     name: str
     classes: tuple[str, ...]
     split_sources: dict[str, str]
     carved_splits: tuple[str, ...] = ()
     expected_counts: dict[str, int] = field(default_factory=dict)
+    face_framing: FaceFraming = FaceFraming()
 
     @property
     def num_classes(self) -> int:
@@ -131,6 +158,13 @@ DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         ("neutral", "happy", "sad", "surprise", "angry", "disgust", "fear"),
         {"train": "drawn", "val": "drawn", "test": "drawn"}),
 ]}
+
+
+def face_framing(dataset: str) -> FaceFraming:
+    """How ``dataset``'s images frame a face; the reference framing (upright, colour) for a
+    dataset without a spec (``folder``)."""
+    spec = DATASET_SPECS.get(dataset)
+    return spec.face_framing if spec is not None else FaceFraming()
 
 
 def canonical_emotion(class_name: str) -> str | None:
