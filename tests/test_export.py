@@ -97,13 +97,18 @@ def test_onnx_predict_runs_without_torch_and_agrees_with_pytorch(exported, tmp_p
     save_demo_as_image_folder(tmp_path / "crops", per_class=2, img_size=64, splits=("test",))
     ours = predict_cli.main(["--checkpoint", str(run), "--no-detect", str(tmp_path / "crops"),
                              "--tta", "hflip"])
-    # torch and the training stack cannot be imported in this process.
-    code = ("import sys\n"
+    # torch and the training stack cannot be imported in this process; with the faces extra the
+    # same process also finds and classifies the faces of a photo.
+    from _faces_fixture import THREE_FACES, scene
+    scene(THREE_FACES)[0].save(tmp_path / "group.png")
+    code = ("import importlib.util, sys\n"
             "for name in ('torch', 'torchvision', 'timm', 'accelerate', 'faiss', 'sklearn'):\n"
             "    sys.modules[name] = None\n"
             "from fer_robust.cli.predict import main\n"
             f"main(['--onnx', {str(path)!r}, '--no-detect', {str(tmp_path / 'crops')!r}, "
-            f"'--tta', 'hflip', '--out', {str(tmp_path / 'onnx.csv')!r}])\n")
+            f"'--tta', 'hflip', '--out', {str(tmp_path / 'onnx.csv')!r}])\n"
+            "if importlib.util.find_spec('dlib') and importlib.util.find_spec('cv2'):\n"
+            f"    assert len(main(['--onnx', {str(path)!r}, {str(tmp_path / 'group.png')!r}])) == 3\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

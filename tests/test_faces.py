@@ -108,12 +108,14 @@ def test_missing_detector_package_names_the_extra(monkeypatch):
 
 
 @pytest.mark.skipif(not (FERPLUS / "FER2013Valid").is_dir(), reason="FERPlus not in ../shared/data")
-def test_ferplus_faces_are_found_and_cropped_as_the_dataset_frames_them(detectors):
+def test_ferplus_faces_are_found_and_cropped_as_the_dataset_frames_them():
     from fer_robust.data.ferplus import read_ferplus
     dataset = read_ferplus(str(FERPLUS), "val")
-    side, count = 192, 40
+    detectors = {name: build_detector(name, find_eyes=False) for name in DETECTORS}
+    side, count = 192, 30
     framing = face_framing("ferplus")
-    for name, min_found in (("hog", 0.7), ("haar", 0.45)):  # measured on all 3,191: see README
+    # Found in all 3,191 (benchmarks/results/face_crops.json): dlib 77%, Haar 56%.
+    for name, min_found in (("hog", 0.65), ("haar", 0.4)):
         found, overlaps = 0, []
         for i in range(count):
             canvas = np.full((2 * side, 2 * side, 3), 128, np.uint8)

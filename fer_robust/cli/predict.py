@@ -9,7 +9,8 @@ by a detector whose weights ship in its wheel (``--detector hog``, dlib's, the d
 ``haar``, OpenCV's; both come with ``pip install -e '.[faces]'``, see
 :mod:`fer_robust.deploy.faces` for the choice). Each face is cropped the way the training
 dataset's images frame a face (``data/README.md``: scale, shift, eye alignment, grayscale) and
-classified. The CSV has one row per face: ``path, frame, time_s, face, x, y, w, h, score``, the
+classified (``--crop-scale`` and ``--crop-shift`` override the framing, e.g. for a ``folder``
+dataset of your own crops). The CSV has one row per face: ``path, frame, time_s, face, x, y, w, h, score``, the
 eye centres ``left_eye_x, left_eye_y, right_eye_x, right_eye_y`` when both were found (else
 empty), ``class, confidence`` and ``p_<class>`` for every class. ``--draw DIR`` writes a copy of
 each image (each sampled frame) with the boxes, labels and eye points drawn.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -51,6 +53,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="frames sampled per second of video (0: every frame)")
     p.add_argument("--draw", type=Path, default=None,
                    help="folder for copies of the images with boxes and labels drawn")
+    p.add_argument("--crop-scale", type=float, default=None,
+                   help="crop side relative to the reference framing (default: the training "
+                        "dataset's, data/README.md)")
+    p.add_argument("--crop-shift", type=float, default=None,
+                   help="crop centre below the reference centre, in reference sides (default: "
+                        "the training dataset's)")
     return p.parse_args(argv)
 
 
@@ -98,7 +106,9 @@ def predict_faces(classifier, files: list[Path], args) -> tuple[list[dict], dict
     from fer_robust.deploy.media import draw_faces, is_video, read_frames
 
     detector = build_detector(args.detector, min_face=args.min_face)
-    framing = classifier.framing
+    framing = dataclasses.replace(
+        classifier.framing,
+        **{k: v for k, v in (("scale", args.crop_scale), ("shift", args.crop_shift)) if v is not None})
     names = _DrawnNames(args.draw) if args.draw else None
     rows: list[dict] = []
     counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
@@ -160,7 +170,7 @@ def main(argv=None) -> list[dict]:
             rows = predict_images(classifier, files, args)
             summary = f"{len(rows)} images classified as face crops"
         else:
-            if not classifier.framing.measured:
+            if not classifier.framing.measured and args.crop_scale is None:
                 print(f"predict: note: how {classifier.dataset or 'this dataset'}'s images frame "
                       "a face is an estimate (data/README.md, 'Faces in photos')", file=sys.stderr)
             rows, counts = predict_faces(classifier, files, args)

@@ -124,39 +124,49 @@ DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         "ferplus",
         ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
         {"train": "FER2013Train/", "val": "FER2013Valid/", "test": "FER2013Test/"},
-        expected_counts={"train": 25045, "val": 3191, "test": 3137}),
+        expected_counts={"train": 25045, "val": 3191, "test": 3137},
+        # FER2013's own images: the reference framing (data/README.md, "Faces in photos").
+        face_framing=FaceFraming(grayscale=True, measured=True)),
     DatasetSpec(
         # list_patition_label.txt ids 1..7 in this order; id k is stored as k - 1.
         "rafdb",
         ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"),
         {"train": "train_* rows minus the carved val", "val": "carved from train_* rows",
          "test": "test_* rows"},
-        carved_splits=("val",), expected_counts={"test": 3068}),
+        carved_splits=("val",), expected_counts={"test": 3068},
+        # Image/aligned: similarity-aligned on five landmarks; the scale is an estimate.
+        face_framing=FaceFraming(scale=1.15, align_eyes=True)),
     DatasetSpec(
         "affectnet8", _AFFECTNET8,
         {"train": "training.csv minus the carved val", "val": "carved from training.csv",
          "test": "validation.csv"},
-        carved_splits=("val",), expected_counts={"test": 4000}),
+        carved_splits=("val",), expected_counts={"test": 4000},
+        face_framing=FaceFraming(scale=1.2)),  # the released face crops; an estimate
     DatasetSpec(
         "affectnet7", _AFFECTNET8[:7],
         {"train": "training.csv minus the carved val", "val": "carved from training.csv",
          "test": "validation.csv"},
-        carved_splits=("val",), expected_counts={"test": 3500}),
+        carved_splits=("val",), expected_counts={"test": 3500},
+        face_framing=FaceFraming(scale=1.2)),
     DatasetSpec(
         "sfew",
         ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"),
         {"train": "Train/ minus the carved val", "val": "carved from Train/", "test": "Val/"},
-        carved_splits=("val",), expected_counts={"test": 436}),
+        carved_splits=("val",), expected_counts={"test": 436},
+        face_framing=FaceFraming(scale=1.1, align_eyes=True)),  # aligned faces; an estimate
     DatasetSpec(
         "fer2013",
         ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"),
         {"train": "fer2013.csv Usage=Training", "val": "fer2013.csv Usage=PublicTest",
          "test": "fer2013.csv Usage=PrivateTest"},
-        expected_counts={"train": 28709, "val": 3589, "test": 3589}),
+        expected_counts={"train": 28709, "val": 3589, "test": 3589},
+        face_framing=FaceFraming(grayscale=True, measured=True)),  # FERPlus's images
     DatasetSpec(
         "demo",
         ("neutral", "happy", "sad", "surprise", "angry", "disgust", "fear"),
-        {"train": "drawn", "val": "drawn", "test": "drawn"}),
+        {"train": "drawn", "val": "drawn", "test": "drawn"},
+        # Measured by benchmarks/face_crops.py on the demo val faces that dlib's detector finds.
+        face_framing=FaceFraming(scale=1.2, shift=0.01, measured=True)),
 ]}
 
 
