@@ -34,7 +34,7 @@ from fer_robust.cli import export as export_cli  # noqa: E402
 from fer_robust.cli import predict as predict_cli  # noqa: E402
 from fer_robust.deploy.classifiers import OnnxClassifier  # noqa: E402
 from fer_robust.deploy.extras import MissingExtraError  # noqa: E402
-from fer_robust.deploy.onnx_export import check_onnx  # noqa: E402
+from fer_robust.deploy.onnx_export import StaticAdaptivePool2d, check_onnx  # noqa: E402
 from fer_robust.engine.inference import load_trained_model  # noqa: E402
 
 
@@ -119,6 +119,23 @@ def test_onnx_predict_runs_without_torch_and_agrees_with_pytorch(exported, tmp_p
     p_theirs = np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in theirs])
     assert np.abs(p_ours - p_theirs).max() < 1e-4
     assert [r["class"] for r in theirs] == [r["class"] for r in ours]
+
+
+@pytest.mark.parametrize("pool", [torch.nn.AdaptiveMaxPool2d, torch.nn.AdaptiveAvgPool2d])
+@pytest.mark.parametrize("side, out", [(3, 2), (7, 3), (5, 2), (4, 2), (6, (2, 3))])
+def test_static_adaptive_pooling_gives_pytorchs_bins(pool, side, out):
+    x = torch.randn(2, 4, side, side + 1)
+    torch.testing.assert_close(StaticAdaptivePool2d(pool(out))(x), pool(out)(x), rtol=0,
+                               atol=1e-6)  # max: equal; mean: summation order
+
+
+def test_a_3x3_map_with_2x2_local_regions_exports(tmp_path):
+    # Output stride 16 at 48 px (the noise benchmark's geometry): the local branch pools 2x2
+    # regions over a 3x3 map, which neither exporter translates as adaptive pooling.
+    run = make_run(tmp_path / "os16", ["model.output_stride=16"])
+    report = export_cli.main(["--checkpoint", str(run), "--exporter", "legacy",
+                              "--batch-sizes", "1", "5"])
+    assert report["passed"]
 
 
 def test_missing_onnxruntime_names_the_extra(exported, monkeypatch):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -116,7 +115,7 @@ def test_ferplus_faces_are_found_and_cropped_as_the_dataset_frames_them():
     framing = face_framing("ferplus")
     # Found in all 3,191 (benchmarks/results/face_crops.json): dlib 77%, Haar 56%.
     for name, min_found in (("hog", 0.65), ("haar", 0.4)):
-        found, overlaps = 0, []
+        found, sides, shifts, overlaps = 0, [], [], []
         for i in range(count):
             canvas = np.full((2 * side, 2 * side, 3), 128, np.uint8)
             face = dataset.load_image(i).convert("RGB").resize((side, side), Image.BILINEAR)
@@ -126,9 +125,14 @@ def test_ferplus_faces_are_found_and_cropped_as_the_dataset_frames_them():
             if faces:
                 found += 1
                 cx, cy, s, _ = crop_box(faces[0], framing, detectors[name].calibration)
+                sides.append(s / side)
+                shifts.append((cy - side) / side)  # the image's centre is at (side, side)
                 overlaps.append(iou((cx - s / 2, cy - s / 2, s, s), truth))
         assert found / count >= min_found, name
-        assert np.median(overlaps) > 0.8, name  # the crop covers what the dataset's image covers
+        # The crop covers what the dataset's image covers: same size and centre in the median
+        # (the calibration's claim); single faces scatter (dlib's box moves with the pose).
+        assert 0.9 < np.median(sides) < 1.1 and abs(np.median(shifts)) < 0.06, name
+        assert np.median(overlaps) > 0.6, name
 
 
 @pytest.fixture(scope="module")
@@ -183,12 +187,11 @@ def test_predict_without_detection_keeps_one_row_per_image(run, tmp_path):
     assert list(rows[0])[:3] == ["path", "class", "confidence"]
 
 
-def test_predict_without_the_faces_extra_is_a_clear_error(run, tmp_path):
+def test_predict_without_the_faces_extra_is_a_clear_error(run, tmp_path, monkeypatch, capsys):
     scene(THREE_FACES)[0].save(tmp_path / "group.png")
-    code = ("import sys; sys.modules['dlib'] = None; from fer_robust.cli.predict import main; "
-            f"main(['--checkpoint', {str(run)!r}, {str(tmp_path / 'group.png')!r}])")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
-    assert done.returncode == 2
-    assert "predict: error:" in done.stderr and "pip install -e '.[faces]'" in done.stderr
-    assert "Traceback" not in done.stderr
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
+    with pytest.raises(SystemExit) as stop:
+        predict_cli.main(["--checkpoint", str(run), str(tmp_path / "group.png")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("predict: error:") and "pip install -e '.[faces]'" in err

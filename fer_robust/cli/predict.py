@@ -100,12 +100,12 @@ class _DrawnNames:
         return self.folder / (f"{stem}_f{frame:06d}.jpg" if frame is not None else f"{stem}.jpg")
 
 
-def predict_faces(classifier, files: list[Path], args) -> tuple[list[dict], dict]:
-    """One row per detected face (see the module docstring) and counts for the summary line."""
-    from fer_robust.deploy.faces import build_detector, crop_face
+def predict_faces(classifier, detector, files: list[Path], args) -> tuple[list[dict], dict]:
+    """One row per face ``detector`` finds (see the module docstring) and counts for the summary
+    line."""
+    from fer_robust.deploy.faces import crop_face
     from fer_robust.deploy.media import draw_faces, is_video, read_frames
 
-    detector = build_detector(args.detector, min_face=args.min_face)
     framing = dataclasses.replace(
         classifier.framing,
         **{k: v for k, v in (("scale", args.crop_scale), ("shift", args.crop_shift)) if v is not None})
@@ -165,6 +165,10 @@ def main(argv=None) -> list[dict]:
         from fer_robust.utils import atomic_path
 
         files = list_inputs(args.inputs, videos=not args.no_detect)
+        detector = None
+        if not args.no_detect:  # before the model: a missing extra stops the tool at once
+            from fer_robust.deploy.faces import build_detector
+            detector = build_detector(args.detector, min_face=args.min_face)
         classifier = load_classifier(args.checkpoint, args.onnx)
         if args.no_detect:
             rows = predict_images(classifier, files, args)
@@ -173,7 +177,7 @@ def main(argv=None) -> list[dict]:
             if not classifier.framing.measured and args.crop_scale is None:
                 print(f"predict: note: how {classifier.dataset or 'this dataset'}'s images frame "
                       "a face is an estimate (data/README.md, 'Faces in photos')", file=sys.stderr)
-            rows, counts = predict_faces(classifier, files, args)
+            rows, counts = predict_faces(classifier, detector, files, args)
             summary = (f"{counts['faces']} faces in {counts['frames']} images or video frames "
                        f"({counts['frames_without_face']} without a face)")
         for r in rows:

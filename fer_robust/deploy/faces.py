@@ -18,9 +18,11 @@ name     model                                        where its weights come fro
 
 ``hog`` is the default because it finds more real faces: on the 3,191 FERPlus validation faces
 (48 px grayscale crops of web photos, upscaled 4x and pasted on a plain border;
-``benchmarks/face_crops.py``) it finds far more of them than the Haar cascade does, and neither
-reports a face on photographs without one (``benchmarks/results/face_crops.json`` has the
-figures). The Haar cascade remains for platforms without a dlib wheel.
+``benchmarks/face_crops.py``) it finds 77% of them, the Haar cascade 56%, and neither reports a
+face on photographs without one (``benchmarks/results/face_crops.json``). It costs more time (about
+3x the Haar cascade's on the same image). The Haar cascade remains for platforms without a dlib
+wheel. Both miss many of the demo generator's cartoon faces (they find 62% and 49%), so the tests
+use a real portrait (``tests/_faces_fixture.py``).
 
 Ruled out: ``facenet-pytorch`` (MTCNN weights in its wheel) pins ``torch<2.3``; ``mediapipe``
 shipped BlazeFace's ``.tflite`` files only up to 0.10.21, which pins ``numpy<2``, and later
@@ -39,9 +41,9 @@ face relative to that reference: scale, vertical shift, eye alignment and graysc
 taken at the photo's own resolution and goes through the model's evaluation transform like any
 training image.
 
-Eye centres come from OpenCV's eye cascade inside the upper half of the face box, kept only when
-exactly one plausible eye is found on each side; they are the landmark points of the CSV and, for
-datasets aligned on landmarks, set the crop's rotation.
+Eye centres come from OpenCV's eye cascades inside the upper half of the face box (see
+:func:`find_eyes`), kept only when they form a plausible pair; they are the landmark points of the
+CSV and, for datasets aligned on landmarks, set the crop's rotation.
 """
 from __future__ import annotations
 

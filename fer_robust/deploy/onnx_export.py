@@ -4,7 +4,10 @@ What is exported (:class:`InferenceGraph`): the eval-mode network, ``images (N, 
 ``logits (N, K)`` and ``embedding (N, D)``, with a dynamic batch axis. In eval mode ARM adds its
 *running* affinity (a constant of the graph, like BatchNorm's running statistics), so an image's
 outputs never depend on its batch-mates, and the MIM head is never called: its decoder is not in
-the file. ``images`` are normalised as training's evaluation transform makes them; the metadata
+the file. Adaptive pooling to more than 1x1 (the local branch's regions) is written as fixed
+slices over PyTorch's own bins (:class:`StaticAdaptivePool2d`), because neither exporter translates
+it when the output does not divide the map (a 3x3 map at output stride 16). ``images`` are
+normalised as training's evaluation transform makes them; the metadata
 entry ``fer_robust`` (JSON) carries the class names, input size, mean and std and the training
 dataset's face framing, so ``tools/predict.py --onnx`` needs nothing else.
 
@@ -19,6 +22,7 @@ reports the largest differences; the export fails when the logits differ by more
 """
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -31,17 +35,60 @@ from torch import nn
 from fer_robust.deploy.classifiers import ONNX_METADATA_KEY, OnnxClassifier, softmax
 from fer_robust.deploy.extras import require
 
-__all__ = ["InferenceGraph", "export_onnx", "check_onnx", "EXPORTERS"]
+__all__ = ["InferenceGraph", "StaticAdaptivePool2d", "exportable", "export_onnx", "check_onnx",
+           "EXPORTERS"]
 
 EXPORTERS = ("dynamo", "legacy")
 
 
+class StaticAdaptivePool2d(nn.Module):
+    """``nn.AdaptiveMaxPool2d`` / ``nn.AdaptiveAvgPool2d`` written as slices and reductions over
+    PyTorch's own bins (output cell ``i`` of ``O`` over an input side ``I`` covers
+    ``floor(i I / O)`` to ``ceil((i + 1) I / O)``), so it gives the same numbers.
+
+    Neither ONNX exporter translates adaptive pooling whose output size does not divide the input
+    (the local branch's 2x2 regions over a 3x3 map at output stride 16): the spatial sides are
+    fixed in the graph, so the bins are too, and slices export everywhere.
+    """
+
+    def __init__(self, pool: nn.Module) -> None:
+        super().__init__()
+        size = pool.output_size
+        self.output_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.reduce = torch.amax if isinstance(pool, nn.AdaptiveMaxPool2d) else torch.mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` -> ``(N, C, oh, ow)``."""
+        (h, w), (oh, ow) = x.shape[-2:], self.output_size
+        rows = []
+        for i in range(oh):
+            top, bottom = (i * h) // oh, -(-(i + 1) * h // oh)
+            cells = [self.reduce(x[..., top:bottom, (j * w) // ow:-(-(j + 1) * w // ow)],
+                                 dim=(-2, -1)) for j in range(ow)]
+            rows.append(torch.stack(cells, dim=-1))
+        return torch.stack(rows, dim=-2)
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose adaptive poolings with an output larger than 1x1 are
+    :class:`StaticAdaptivePool2d`; global pooling (1x1) exports as it is."""
+    model = copy.deepcopy(model).eval()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)) \
+                and module.output_size not in (1, (1, 1)):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child,
+                    StaticAdaptivePool2d(module))
+    return model
+
+
 class InferenceGraph(nn.Module):
-    """``images (N, 3, S, S)`` -> ``(logits (N, K), embedding (N, D))`` of an eval-mode model."""
+    """``images (N, 3, S, S)`` -> ``(logits (N, K), embedding (N, D))`` of an eval-mode model
+    (an :func:`exportable` copy of it)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = exportable(model)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(images)
