@@ -129,10 +129,15 @@ def test_static_adaptive_pooling_gives_pytorchs_bins(pool, side, out):
                                atol=1e-6)  # max: equal; mean: summation order
 
 
-def test_a_3x3_map_with_2x2_local_regions_exports(tmp_path):
+@pytest.mark.parametrize("overrides", [
     # Output stride 16 at 48 px (the noise benchmark's geometry): the local branch pools 2x2
     # regions over a 3x3 map, which neither exporter translates as adaptive pooling.
-    run = make_run(tmp_path / "os16", ["model.output_stride=16"])
+    ["model.output_stride=16"],
+    ["model.arch=baseline", "model.pooling=avg"],
+    ["model.arch=arm"],
+], ids=["two_branch_3x3_map", "baseline", "arm"])
+def test_every_architecture_exports_and_matches(tmp_path, overrides):
+    run = make_run(tmp_path / "run", overrides)
     report = export_cli.main(["--checkpoint", str(run), "--exporter", "legacy",
                               "--batch-sizes", "1", "5"])
     assert report["passed"]

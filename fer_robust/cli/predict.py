@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from fer_robust.cli.common import user_errors_exit
+from fer_robust.deploy.faces import list_detectors
 
 FACE_COLUMNS = ("path", "frame", "time_s", "face", "x", "y", "w", "h", "score", "left_eye_x",
                 "left_eye_y", "right_eye_x", "right_eye_y")
@@ -47,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tta", choices=["none", "hflip"], default="none")
     p.add_argument("--no-detect", action="store_true",
                    help="classify each image as a whole (ready face crops), no detection")
-    p.add_argument("--detector", default="hog", help="face detector: hog (dlib) or haar (OpenCV)")
+    p.add_argument("--detector", default="hog", choices=list_detectors(),
+                   help="face detector: hog (dlib's, default) or haar (OpenCV's)")
     p.add_argument("--min-face", type=int, default=40, help="smallest face side searched, pixels")
     p.add_argument("--video-rate", type=float, default=1.0,
                    help="frames sampled per second of video (0: every frame)")
@@ -106,9 +108,9 @@ def predict_faces(classifier, detector, files: list[Path], args) -> tuple[list[d
     from fer_robust.deploy.faces import crop_face
     from fer_robust.deploy.media import draw_faces, is_video, read_frames
 
-    framing = dataclasses.replace(
-        classifier.framing,
-        **{k: v for k, v in (("scale", args.crop_scale), ("shift", args.crop_shift)) if v is not None})
+    overrides = {"scale": args.crop_scale, "shift": args.crop_shift}
+    framing = dataclasses.replace(classifier.framing,
+                                  **{k: v for k, v in overrides.items() if v is not None})
     names = _DrawnNames(args.draw) if args.draw else None
     rows: list[dict] = []
     counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
@@ -121,7 +123,8 @@ def predict_faces(classifier, detector, files: list[Path], args) -> tuple[list[d
             counts["faces"] += len(faces)
             counts["frames_without_face"] += not faces
             for j, (face, p) in enumerate(zip(faces, probs)):
-                eyes = [round(v, 1) for point in face.eyes for v in point] if face.eyes else [None] * 4
+                eyes = ([round(v, 1) for point in face.eyes for v in point] if face.eyes
+                        else [None] * 4)
                 rows.append(dict(zip(FACE_COLUMNS, [
                     str(path), frame.frame, frame.time_s, j, *(round(v, 1) for v in face.box),
                     round(face.score, 4), *eyes])) | _class_columns(classifier.class_names, p))

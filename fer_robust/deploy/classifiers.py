@@ -110,7 +110,8 @@ class OnnxClassifier:
         return (batch - self.mean) / self.std
 
     def logits(self, batch: np.ndarray, hflip: bool = False) -> np.ndarray:
-        """``(N, K)`` logits of a preprocessed batch (mean with the mirrored batch's if ``hflip``)."""
+        """``(N, K)`` logits of a preprocessed batch (averaged with the mirrored batch's if
+        ``hflip``)."""
         out = self.session.run(["logits"], {self.input_name: batch})[0]
         if hflip:
             out = 0.5 * (out + self.session.run(

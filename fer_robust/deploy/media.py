@@ -117,9 +117,9 @@ def draw_faces(rgb: np.ndarray, boxes: Sequence[tuple[float, float, float, float
         draw.rectangle([x, y, x + w, y + h], outline=colour, width=line)
         font = ImageFont.load_default(size=max(12, round(w / 7)))
         left, top, right, bottom = draw.textbbox((x, y), label, font=font)
-        text_y = y - (bottom - top) - 2 * line if y - (bottom - top) - 2 * line >= 0 else y + h
-        draw.rectangle([x, text_y, x + (right - left) + 2 * line, text_y + (bottom - top) + 2 * line],
-                       fill=colour)
+        text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
+        text_y = y - text_h if y - text_h >= 0 else y + h  # above the box, or below at the top
+        draw.rectangle([x, text_y, x + text_w, text_y + text_h], fill=colour)
         draw.text((x + line, text_y + line - (top - y)), label, fill=(0, 0, 0), font=font)
         for px, py in (points[i] if i < len(points) and points[i] else ()):
             r = line + 1
