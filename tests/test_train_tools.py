@@ -69,7 +69,7 @@ def test_test_tool_result_does_not_depend_on_batch_size(demo_run, tmp_path):
 def test_predict_tool_on_a_folder(demo_run, tmp_path):
     from fer_robust.data.demo import save_demo_as_image_folder
     save_demo_as_image_folder(tmp_path / "faces", per_class=2, img_size=48)
-    rows = predict_cli.main(["--checkpoint", str(demo_run), str(tmp_path / "faces"),
+    rows = predict_cli.main(["--checkpoint", str(demo_run), "--no-detect", str(tmp_path / "faces"),
                              "--out", str(tmp_path / "pred.csv")])
     assert len(rows) == len(list((tmp_path / "faces").rglob("*.png")))
     probs = np.array([[v for k, v in r.items() if k.startswith("p_")] for r in rows])

@@ -3,6 +3,10 @@
 Each tool's ``main(argv)`` returns its result (for tests and callers); :func:`tool_entry` wraps it
 as the process entry point (``tools/*.py`` and the console scripts), whose exit status is 0 on
 success and 2 on a user error.
+
+This module imports nothing heavy, so a tool that never loads torch (``tools/predict.py --onnx``)
+can use it: the error types of the package are looked up among the modules already imported (an
+error of a type whose module was never imported cannot have been raised).
 """
 from __future__ import annotations
 
@@ -12,19 +16,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fer_robust.config import ConfigError
-from fer_robust.data.base import DatasetFormatError
-from fer_robust.engine.checkpoint import CheckpointError
-from fer_robust.models.weights import PretrainedFileError
+__all__ = ["user_errors_exit", "user_error_types", "one_line", "tool_entry", "repo_root"]
 
-__all__ = ["user_errors_exit", "USER_ERRORS", "one_line", "tool_entry", "repo_root"]
-
-USER_ERRORS = (ConfigError, DatasetFormatError, CheckpointError, PretrainedFileError,
-               FileNotFoundError, IsADirectoryError)
+# (module, class) of every error a tool reports as a user error.
+_USER_ERRORS = (
+    ("fer_robust.config", "ConfigError"),
+    ("fer_robust.data.base", "DatasetFormatError"),
+    ("fer_robust.engine.checkpoint", "CheckpointError"),
+    ("fer_robust.models.weights", "PretrainedFileError"),
+    ("fer_robust.engine.trainer", "RunDirError"),
+    ("fer_robust.engine.trainer", "NonFiniteLossError"),
+    ("fer_robust.deploy.extras", "MissingExtraError"),
+)
 
 # torch re-raises an error from a DataLoader worker as the same class with the worker's whole
 # traceback as its message; its last line is "<module>.<Class>: <the original message>".
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The user-error types of the modules imported so far, FileNotFoundError and
+    IsADirectoryError."""
+    found: list[type[BaseException]] = [FileNotFoundError, IsADirectoryError]
+    for module, name in _USER_ERRORS:
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 def one_line(error: BaseException) -> str:
@@ -40,10 +57,11 @@ def one_line(error: BaseException) -> str:
 @contextmanager
 def user_errors_exit(tool: str) -> Iterator[None]:
     """Print ``<tool>: error: <message>`` on one line and exit 2 for input errors (no traceback)."""
-    from fer_robust.engine.trainer import NonFiniteLossError, RunDirError
     try:
         yield
-    except (*USER_ERRORS, RunDirError, NonFiniteLossError) as e:
+    except Exception as e:
+        if not isinstance(e, user_error_types()):
+            raise
         print(f"{tool}: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -13,7 +13,12 @@ training set with the given model (the same code the trainer's stages run) and w
   annotator votes (FERPlus), how close training targets and given labels are to the human vote
   distribution (the figures of :func:`fer_robust.robust.metrics.decision_figures`, as training
   logs them);
-- ``most_changed.png``: a grid of the images whose labels change most, with given and new labels.
+- ``most_changed.png``: a grid of the images whose labels change most, with given and new labels;
+- with ``--html``, ``report.html``: one self-contained page (images embedded, plain JavaScript, no
+  server) of the images the split flags as noisy, per given class, each with its given label, soft
+  label (a bar chart), new label, clean probability and, for FERPlus, the annotators' votes;
+  sortable by clean probability and filterable by class and by given -> new label
+  (:mod:`fer_robust.robust.relabel_report`).
 
 The decision is training's: :func:`fer_robust.robust.selection.split_and_relabel` with the run's
 ``robust`` settings, so the confidence floor (``robust.relabel.min_confidence``) and the
@@ -68,6 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--grid", type=int, default=32, help="images in most_changed.png")
     p.add_argument("--cpu", action="store_true")
+    p.add_argument("--html", action="store_true",
+                   help="also write report.html: the flagged images, filterable, self-contained")
+    p.add_argument("--html-max-per-class", type=int, default=0,
+                   help="at most this many images per class in report.html, lowest clean "
+                        "probability first (0: all)")
     p.add_argument("overrides", nargs="*", metavar="robust.key=value",
                    help="override split/relabel settings, e.g. robust.relabel.k=100")
     return p.parse_args(argv)
@@ -229,10 +239,17 @@ def main(argv=None) -> dict:
         if shown.size:
             save_grid(dataset, shown, dataset.targets, decision.new_labels, decision.confidence,
                       class_names, out / "most_changed.png")
+        written = [out / "relabel.csv", out / "summary.json"]
+        if shown.size:
+            written.append(out / "most_changed.png")
+        if args.html:
+            from fer_robust.robust.relabel_report import write_relabel_report
+            written.append(write_relabel_report(
+                out / "report.html", dataset, decision, class_names, true_labels,
+                title=f"relabel: {args.checkpoint}", max_per_class=args.html_max_per_class))
         print(json.dumps({k: summary[k] for k in ("num_samples", "clean_ratio", "num_noisy",
                                                   "num_label_changes")}))
-        print(f"wrote {out / 'relabel.csv'}, {out / 'summary.json'}"
-              + (f", {out / 'most_changed.png'}" if shown.size else ""))
+        print("wrote " + ", ".join(map(str, written)))
         return summary
 
 

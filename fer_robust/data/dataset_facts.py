@@ -32,8 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["DatasetSpec", "DATASET_SPECS", "CONFUSABLE", "SPLITS", "canonical_emotion",
-           "confusable_targets"]
+__all__ = ["FaceFraming", "face_framing", "DatasetSpec", "DATASET_SPECS", "CONFUSABLE", "SPLITS",
+           "canonical_emotion", "confusable_targets"]
 
 #: The three splits every reader serves.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -64,6 +64,31 @@ _SYNONYMS: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class FaceFraming:
+    """How a dataset's images frame a face, so that a face found in a photo can be cropped the
+    way the training images were (``tools/predict.py``; ``data/README.md`` has the table).
+
+    Sizes are relative to the *reference framing*: the square that a FER2013/FERPlus image covers
+    around the face the detector finds (each detector's box is mapped to it by the calibration of
+    :mod:`fer_robust.deploy.faces`, measured on FERPlus by ``benchmarks/face_crops.py``).
+
+    Attributes:
+        scale: crop side / reference side (1.0 = framed like FER2013).
+        shift: crop centre below the reference centre, in reference sides (negative = above).
+        align_eyes: rotate the crop so the eyes are level (datasets aligned on facial landmarks),
+            when both eyes are found.
+        grayscale: the dataset's images are grayscale, so crops are made grayscale too.
+        measured: True when ``scale`` and ``shift`` were measured on the dataset's own images with
+            ``benchmarks/face_crops.py``; False for an estimate from the dataset's description.
+    """
+    scale: float = 1.0
+    shift: float = 0.0
+    align_eyes: bool = False
+    grayscale: bool = False
+    measured: bool = False
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """What a dataset (a FER benchmark) is on disk and by protocol.
 
@@ -74,12 +99,14 @@ class DatasetSpec:
         carved_splits: splits that do not exist natively and are carved (seeded, stratified).
         expected_counts: split -> the image count of the standard protocol (documentation and
             summary checks; carved splits depend on ``val_fraction`` and are left out).
+        face_framing: how its images frame a face (:class:`FaceFraming`).
     """
     name: str
     classes: tuple[str, ...]
     split_sources: dict[str, str]
     carved_splits: tuple[str, ...] = ()
     expected_counts: dict[str, int] = field(default_factory=dict)
+    face_framing: FaceFraming = FaceFraming()
 
     @property
     def num_classes(self) -> int:
@@ -97,40 +124,57 @@ DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         "ferplus",
         ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"),
         {"train": "FER2013Train/", "val": "FER2013Valid/", "test": "FER2013Test/"},
-        expected_counts={"train": 25045, "val": 3191, "test": 3137}),
+        expected_counts={"train": 25045, "val": 3191, "test": 3137},
+        # FER2013's own images: the reference framing (data/README.md, "Faces in photos").
+        face_framing=FaceFraming(grayscale=True, measured=True)),
     DatasetSpec(
         # list_patition_label.txt ids 1..7 in this order; id k is stored as k - 1.
         "rafdb",
         ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"),
         {"train": "train_* rows minus the carved val", "val": "carved from train_* rows",
          "test": "test_* rows"},
-        carved_splits=("val",), expected_counts={"test": 3068}),
+        carved_splits=("val",), expected_counts={"test": 3068},
+        # Image/aligned: similarity-aligned on five landmarks; the scale is an estimate.
+        face_framing=FaceFraming(scale=1.15, align_eyes=True)),
     DatasetSpec(
         "affectnet8", _AFFECTNET8,
         {"train": "training.csv minus the carved val", "val": "carved from training.csv",
          "test": "validation.csv"},
-        carved_splits=("val",), expected_counts={"test": 4000}),
+        carved_splits=("val",), expected_counts={"test": 4000},
+        face_framing=FaceFraming(scale=1.2)),  # the released face crops; an estimate
     DatasetSpec(
         "affectnet7", _AFFECTNET8[:7],
         {"train": "training.csv minus the carved val", "val": "carved from training.csv",
          "test": "validation.csv"},
-        carved_splits=("val",), expected_counts={"test": 3500}),
+        carved_splits=("val",), expected_counts={"test": 3500},
+        face_framing=FaceFraming(scale=1.2)),
     DatasetSpec(
         "sfew",
         ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"),
         {"train": "Train/ minus the carved val", "val": "carved from Train/", "test": "Val/"},
-        carved_splits=("val",), expected_counts={"test": 436}),
+        carved_splits=("val",), expected_counts={"test": 436},
+        face_framing=FaceFraming(scale=1.1, align_eyes=True)),  # aligned faces; an estimate
     DatasetSpec(
         "fer2013",
         ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral"),
         {"train": "fer2013.csv Usage=Training", "val": "fer2013.csv Usage=PublicTest",
          "test": "fer2013.csv Usage=PrivateTest"},
-        expected_counts={"train": 28709, "val": 3589, "test": 3589}),
+        expected_counts={"train": 28709, "val": 3589, "test": 3589},
+        face_framing=FaceFraming(grayscale=True, measured=True)),  # FERPlus's images
     DatasetSpec(
         "demo",
         ("neutral", "happy", "sad", "surprise", "angry", "disgust", "fear"),
-        {"train": "drawn", "val": "drawn", "test": "drawn"}),
+        {"train": "drawn", "val": "drawn", "test": "drawn"},
+        # Measured by benchmarks/face_crops.py on the demo val faces that dlib's detector finds.
+        face_framing=FaceFraming(scale=1.2, shift=0.01, measured=True)),
 ]}
+
+
+def face_framing(dataset: str) -> FaceFraming:
+    """How ``dataset``'s images frame a face; the reference framing (upright, colour) for a
+    dataset without a spec (``folder``)."""
+    spec = DATASET_SPECS.get(dataset)
+    return spec.face_framing if spec is not None else FaceFraming()
 
 
 def canonical_emotion(class_name: str) -> str | None:
