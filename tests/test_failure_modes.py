@@ -24,7 +24,9 @@ BAD_INPUT = {
     "train": (["--config", DEMO, "optim.lr=-0.1", "output_dir={tmp}/run"], "'optim.lr' must be > 0"),
     "test": (["--checkpoint", "{tmp}/missing"], "checkpoint not found"),
     "relabel": (["--checkpoint", "{tmp}/missing", "--out", "{tmp}/rel"], "checkpoint not found"),
-    "predict": (["--checkpoint", "{tmp}/missing", "{tmp}/face.png"], "checkpoint not found"),
+    "predict": (["--checkpoint", "{tmp}/missing", "{tmp}/face.png"], "no such image or folder"),
+    "export": (["--checkpoint", "{tmp}/missing", "--format", "onnx", "--out", "{tmp}/m.onnx"],
+               "checkpoint not found"),
     "data_summary": (["--dataset", "rafdb", "--root", "{tmp}/missing"],
                      "RAF-DB root: expected folder not found"),
     "benchmark": (["--data-root", "{tmp}/missing", "--out", "{tmp}/bench", "--quick"],
@@ -144,9 +146,12 @@ def test_kill_before_the_first_checkpoint_resumes_from_epoch_0(run_copy, cut_run
 # --------------------------------------------------------------------------------------------------
 # Damaged weights and result files in the tools
 # --------------------------------------------------------------------------------------------------
-def test_damaged_or_mis_shaped_best_model_is_one_line_naming_it(run_copy, capsys):
+def test_damaged_or_mis_shaped_best_model_is_one_line_naming_it(run_copy, capsys, tmp_path):
+    from fer_robust.data.demo import save_demo_as_image_folder
+    save_demo_as_image_folder(tmp_path / "faces", per_class=1, img_size=48)
     truncate(run_copy / "best_model.safetensors")
-    for tool, argv in ((test_cli, ["--split", "val"]), (predict_cli, [str(run_copy)])):
+    for tool, argv in ((test_cli, ["--split", "val"]),
+                       (predict_cli, ["--no-detect", str(tmp_path / "faces")])):
         with pytest.raises(SystemExit) as exc:
             tool.main(["--checkpoint", str(run_copy), *argv])
         err = capsys.readouterr().err.strip().splitlines()
