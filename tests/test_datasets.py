@@ -1,7 +1,6 @@
 """Benchmark readers: each fixture is written in the benchmark's real on-disk format."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -332,10 +331,8 @@ def test_data_summary_cli_prints_table(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not REAL_FERPLUS.is_dir(), reason=f"real FERPlus not found at {REAL_FERPLUS}")
 def test_real_ferplus_has_protocol_counts():
-    start = time.perf_counter()
     train = read_ferplus(REAL_FERPLUS, "train")
     val = read_ferplus(REAL_FERPLUS, "val")
-    assert time.perf_counter() - start < 10.0  # construction stays cheap (one scandir per folder)
     assert (len(train), len(val)) == (25045, 3191)
     assert train.class_counts().tolist() == [8733, 7284, 3136, 3022, 2098, 116, 536, 120]
     assert train.votes.shape == (25045, 8)
