@@ -260,39 +260,57 @@ def test_scn_resume_continues_exactly(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------
-# Each peer against plain cross-entropy under demo label noise (slow: five short trainings)
+# Each peer against plain cross-entropy under demo label noise (slow: six short trainings)
 # --------------------------------------------------------------------------------------------------
-# The demo in a memorisation regime, as the FERPlus benchmark's: few images (60 a class, 32 px),
-# no augmentation, 40% symmetric noise, 12 epochs, in which plain cross-entropy ends up fitting
-# nearly every wrong label. SCN relabels from epoch 4, a third of the run (the benchmark: the end
-# of the full system's warm-up).
+# The setting the peers were made for, in miniature: a backbone pretrained on clean faces (the
+# papers start from MS-Celeb-1M / VGGFace2 weights; here 6 epochs of cross-entropy on 700 demo faces
+# drawn with another seed), then fine-tuned under 40% symmetric noise on 420 other faces at 32 px,
+# without augmentation, for 8 epochs: plain cross-entropy fits three quarters of the wrong labels.
+# SCN relabels from epoch 2. Measured here (val accuracy, memorised share): CE 0.543, 0.77; GCE
+# 0.686, 0.33; SCN 0.507, 0.47; EAC 0.529, 0.36. All three fit far fewer wrong labels; only GCE is
+# ahead in accuracy after 8 epochs (cross-entropy's accuracy is still rising while it memorises).
+PRETRAIN_DEMO = ["data.img_size=32", "data.demo_train_per_class=100", "data.demo_val_per_class=20",
+                 "data.demo_test_per_class=2", "data.split_seed=1", "optim.batch_size=32",
+                 "stages.0.epochs=6", "progress_bar=false"]
 NOISY_DEMO = ["data.img_size=32", "data.demo_train_per_class=60", "data.demo_val_per_class=20",
               "data.demo_test_per_class=2", "optim.batch_size=32", "progress_bar=false",
-              "stages.0.epochs=12", "data.noise.type=symmetric", "data.noise.rate=0.4",
+              "stages.0.epochs=8", "data.noise.type=symmetric", "data.noise.rate=0.4",
               "data.augment.crop_scale=[1.0, 1.0]", "data.augment.rotation=0",
               "data.augment.color_jitter=0", "data.augment.hflip=0",
-              "method.scn.relabel_from_epoch=4"]
+              "method.scn.relabel_from_epoch=2"]
 
 
 @pytest.fixture(scope="module")
 def noisy_demo_runs(tmp_path_factory):
-    """``{method: (last metrics record, final_fit.json)}`` of cross-entropy and the three peers."""
+    """``{method: (last metrics record, final_fit.json)}`` of cross-entropy and the three peers,
+    each fine-tuned from the same pretrained backbone."""
+    from safetensors.torch import load_file
     root = tmp_path_factory.mktemp("noisy_demo")
+    train_cli.main(["--config", DEMO_BASELINE, *PRETRAIN_DEMO, f"output_dir={root / 'pretrain'}"])
+    weights = load_file(str(root / "pretrain" / "last_model.safetensors"))
+    backbone = root / "backbone.pth"
+    torch.save({k[len("backbone.model."):]: v for k, v in weights.items()
+                if k.startswith("backbone.model.")}, backbone)
     runs = {}
     for method, switch in {"ce": [], **PEER_SWITCH}.items():
         train_cli.main(["--config", DEMO_BASELINE, *NOISY_DEMO, *switch,
-                        f"output_dir={root / method}"])
-        runs[method] = (read_metrics(root / method)[-1], json.loads((root / method / "final_fit.json").read_text()))
+                        f"model.pretrained_file={backbone}", f"output_dir={root / method}"])
+        runs[method] = (read_metrics(root / method)[-1],
+                        json.loads((root / method / "final_fit.json").read_text()))
     return runs
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("peer", list(PEER_SWITCH))
-def test_peer_learns_the_noisy_demo_and_fits_its_wrong_labels_less_than_cross_entropy(
+def test_peer_learns_the_noisy_demo_and_fits_far_fewer_wrong_labels_than_cross_entropy(
         noisy_demo_runs, peer):
     (ce, ce_fit), (last, fit) = noisy_demo_runs["ce"], noisy_demo_runs[peer]
     print(f"{peer}: val {last['val_accuracy']:.3f} (CE {ce['val_accuracy']:.3f}), memorised "
           f"{fit['final_memorised_share']:.3f} (CE {ce_fit['final_memorised_share']:.3f})")
-    assert ce_fit["final_memorised_share"] > 0.8          # the regime: CE fits the noise
-    assert last["val_accuracy"] > 2 / 7                   # learns: twice chance on 7 classes
-    assert fit["final_memorised_share"] < ce_fit["final_memorised_share"] - 0.05
+    assert ce_fit["final_memorised_share"] > 0.6          # the regime: CE fits the noise
+    assert last["val_accuracy"] > 3 / 7                   # learns: three times chance
+    assert fit["final_memorised_share"] < ce_fit["final_memorised_share"] - 0.25
+    if peer == "gce":
+        assert last["val_accuracy"] > ce["val_accuracy"] + 0.05   # and is ahead in accuracy
+    else:  # SCN and EAC are not ahead after 8 epochs, and not far behind
+        assert last["val_accuracy"] > ce["val_accuracy"] - 0.05
