@@ -8,7 +8,7 @@ label) be stored in arrays indexed by dataset position and gathered across proce
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -109,13 +109,18 @@ class FERDataset(Dataset):
         return np.bincount(self.targets, minlength=self.num_classes)
 
     # -- speed --------------------------------------------------------------------------------
-    def cache_in_memory(self) -> None:
-        """Decode every image once into one uint8 array (only for small, equal-sized images)."""
-        first = np.asarray(self.load_image(0))
-        cache = np.empty((len(self),) + first.shape, dtype=np.uint8)
-        for i in range(len(self)):
-            arr = np.asarray(self.load_image(i))
-            if arr.shape != first.shape:
+    def cache_in_memory(self, images: Iterable[np.ndarray] | None = None) -> None:
+        """Hold every image decoded in one uint8 array (only for small, equal-sized images).
+
+        ``images``: the dataset's images in order as RGB arrays, when the caller has decoded them
+        already (the up-front decode check), so they are not decoded a second time."""
+        if images is None:
+            images = (np.asarray(self.load_image(i)) for i in range(len(self)))
+        cache = None
+        for i, arr in enumerate(images):
+            if cache is None:
+                cache = np.empty((len(self),) + arr.shape, dtype=np.uint8)
+            elif arr.shape != cache.shape[1:]:
                 warnings.warn(f"{self.name}: images differ in size; not caching in memory")
                 return
             cache[i] = arr

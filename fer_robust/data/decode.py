@@ -67,14 +67,18 @@ class Undecodable:
         return f"{self.path} ({self.reason})"
 
 
-def find_undecodable(dataset: "FERDataset") -> list[Undecodable]:
-    """Decode every image of ``dataset`` once; the ones that fail, in dataset order."""
+def find_undecodable(dataset: "FERDataset", decoded: list | None = None) -> list[Undecodable]:
+    """Decode every image of ``dataset`` once; the ones that fail, in dataset order. With
+    ``decoded`` (a list) each image is appended to it as an RGB array (None where it fails)."""
     bad = []
     for i in range(len(dataset)):
         try:
-            dataset.decode_image(i)
+            image = dataset.decode_image(i)
         except DECODE_ERRORS as e:
             bad.append(Undecodable(i, dataset.paths[i], str(e) or type(e).__name__))
+            image = None
+        if decoded is not None:
+            decoded.append(None if image is None else np.asarray(image))
     return bad
 
 
@@ -83,14 +87,20 @@ def should_verify(setting: str, num_images: int) -> bool:
     return setting == "yes" or (setting == "auto" and num_images <= AUTO_VERIFY_MAX_IMAGES)
 
 
-def check_decodable(dataset: "FERDataset", skip_unreadable: bool) -> "FERDataset":
+def check_decodable(dataset: "FERDataset", skip_unreadable: bool,
+                    cache: bool = False) -> "FERDataset":
     """``dataset`` when every image decodes. Otherwise, with ``skip_unreadable``, the dataset
     without them (a warning and a note give the count and the first files); without it, a
-    :class:`~fer_robust.data.base.DatasetFormatError` naming the first files and their reasons."""
+    :class:`~fer_robust.data.base.DatasetFormatError` naming the first files and their reasons.
+    With ``cache`` the returned dataset holds the images this one pass decoded
+    (:meth:`~fer_robust.data.base.FERDataset.cache_in_memory`)."""
     from fer_robust.data.base import DatasetFormatError
 
-    bad = find_undecodable(dataset)
+    decoded: list | None = [] if cache else None
+    bad = find_undecodable(dataset, decoded)
     if not bad:
+        if cache:
+            dataset.cache_in_memory(decoded)
         return dataset
     where = f"{dataset.name} {dataset.split}"
     first = "; ".join(map(str, bad[:3])) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
@@ -104,4 +114,6 @@ def check_decodable(dataset: "FERDataset", skip_unreadable: bool) -> "FERDataset
     kept = dataset.subset(keep)
     kept.notes = [*getattr(dataset, "notes", []),
                   f"skipped {len(bad)} image(s) that cannot be decoded"]
+    if cache:
+        kept.cache_in_memory(a for a in decoded if a is not None)
     return kept

@@ -140,8 +140,9 @@ def build_dataset(data_cfg: "DataConfig", split: str, transform: Callable | None
     if split == "train" and data_cfg.train_fraction < 1.0:
         dataset = train_subset(dataset, data_cfg.train_fraction, data_cfg.split_seed)
     if needs_root(data_cfg.name) and should_verify(data_cfg.verify_images, len(dataset)):
-        dataset = check_decodable(dataset, data_cfg.skip_unreadable)
-    if data_cfg.cache_in_memory:
+        # One pass decodes each image for the check and, when asked, for the cache.
+        dataset = check_decodable(dataset, data_cfg.skip_unreadable, data_cfg.cache_in_memory)
+    elif data_cfg.cache_in_memory:
         dataset.cache_in_memory()
     dataset.transform = transform
     return dataset
