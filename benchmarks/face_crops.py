@@ -33,17 +33,8 @@ import numpy as np  # noqa: E402
 
 from fer_robust.config import DataConfig  # noqa: E402
 from fer_robust.data.registry import build_dataset  # noqa: E402
-from fer_robust.deploy.faces import build_detector, list_detectors  # noqa: E402
+from fer_robust.deploy.faces import box_iou, build_detector, list_detectors  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
-
-
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter)
 
 
 def on_border(image: np.ndarray, min_side: int, border: float) -> tuple[np.ndarray, tuple]:
@@ -69,10 +60,10 @@ def measure(detector, images, min_side: int, border: float) -> dict:
         start = time.perf_counter()
         faces = detector.detect(canvas)
         seconds += time.perf_counter() - start
-        best = max(faces, key=lambda f: iou(f.box, truth), default=None)
-        if best is None or iou(best.box, truth) <= 0.3:
+        best = max(faces, key=lambda f: box_iou(f.box, truth), default=None)
+        if best is None or box_iou(best.box, truth) <= 0.3:
             continue
-        ious.append(iou(best.box, truth))
+        ious.append(box_iou(best.box, truth))
         x, y, w, h = best.box
         tx, ty, tw, th = truth
         rcx, rcy, rside = cal.reference(best.box)

@@ -53,14 +53,5 @@ def scene(placements, size: tuple[int, int] = (960, 640)):
 THREE_FACES = [(30, 40, 0.45, False), (300, 250, 0.7, True), (620, 150, 1.0, False)]
 
 
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter)
-
-
 def rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))

@@ -16,19 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from _extras import require_extra
 from _run_fixture import ROOT, make_run
 
 
-def _require(module: str):
-    """The module; where CI runs (which installs the ``export`` extra) a missing one fails."""
-    if os.environ.get("CI"):
-        return __import__(module)
-    return pytest.importorskip(module, reason=f"{module} missing: pip install -e '.[export]'")
 
-
-onnx = _require("onnx")
-_require("onnxruntime")
-_require("onnxscript")
+onnx = require_extra("onnx", "export")
+require_extra("onnxruntime", "export")
+require_extra("onnxscript", "export")
 
 from fer_robust.cli import export as export_cli  # noqa: E402
 from fer_robust.cli import predict as predict_cli  # noqa: E402

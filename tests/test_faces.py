@@ -8,33 +8,26 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from _faces_fixture import THREE_FACES, background, iou, portrait, rgb, scene
+from _faces_fixture import THREE_FACES, background, portrait, rgb, scene
+from _extras import require_extra
 from _run_fixture import ROOT, make_run
 
 
-def _require(module: str):
-    """The module; where CI runs (which installs the ``faces`` extra) a missing one fails."""
-    if os.environ.get("CI"):
-        return __import__(module)
-    return pytest.importorskip(module, reason=f"{module} missing: pip install -e '.[faces]'")
 
-
-cv2 = _require("cv2")
-_require("dlib")
+cv2 = require_extra("cv2", "faces")
+require_extra("dlib", "faces")
 
 from fer_robust.cli import predict as predict_cli  # noqa: E402
 from fer_robust.data.dataset_facts import FaceFraming, face_framing  # noqa: E402
 from fer_robust.deploy.extras import MissingExtraError  # noqa: E402
-from fer_robust.deploy.faces import (BoxCalibration, Face, build_detector, crop_box,  # noqa: E402
-                                     crop_face)
+from fer_robust.deploy.faces import (BoxCalibration, Face, box_iou, build_detector,  # noqa: E402
+                                     crop_box, crop_face)
 
 DETECTORS = ["hog", "haar"]
 FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"
@@ -51,7 +44,7 @@ def test_every_pasted_face_is_found_with_its_box(detectors, name):
     faces = detectors[name].detect(rgb(image))
     assert len(faces) == len(truth)
     for box in truth:
-        best = max(iou(f.box, box) for f in faces)
+        best = max(box_iou(f.box, box) for f in faces)
         # Measured: dlib 0.85-0.89, Haar 0.64-0.73 (its box takes in more forehead).
         assert best > (0.75 if name == "hog" else 0.55), (box, [f.box for f in faces])
 
@@ -121,13 +114,13 @@ def test_ferplus_faces_are_found_and_cropped_as_the_dataset_frames_them():
             face = dataset.load_image(i).convert("RGB").resize((side, side), Image.BILINEAR)
             canvas[side // 2:side // 2 + side, side // 2:side // 2 + side] = np.asarray(face)
             truth = (side // 2, side // 2, side, side)
-            faces = [f for f in detectors[name].detect(canvas) if iou(f.box, truth) > 0.3]
+            faces = [f for f in detectors[name].detect(canvas) if box_iou(f.box, truth) > 0.3]
             if faces:
                 found += 1
                 cx, cy, s, _ = crop_box(faces[0], framing, detectors[name].calibration)
                 sides.append(s / side)
                 shifts.append((cy - side) / side)  # the image's centre is at (side, side)
-                overlaps.append(iou((cx - s / 2, cy - s / 2, s, s), truth))
+                overlaps.append(box_iou((cx - s / 2, cy - s / 2, s, s), truth))
         assert found / count >= min_found, name
         # The crop covers what the dataset's image covers: same size and centre in the median
         # (the calibration's claim); single faces scatter (dlib's box moves with the pose).
@@ -150,7 +143,7 @@ def test_predict_writes_one_row_per_face_and_draws_them(run, tmp_path):
                              str(tmp_path / "faces.csv"), "--draw", str(tmp_path / "drawn")])
     assert len(rows) == 3 and {r["path"] for r in rows} == {str(photos / "group.png")}
     for r, box in zip(sorted(rows, key=lambda r: r["x"]), truth):  # truth runs left to right
-        assert iou((r["x"], r["y"], r["w"], r["h"]), box) > 0.75
+        assert box_iou((r["x"], r["y"], r["w"], r["h"]), box) > 0.75
         probs = [v for k, v in r.items() if k.startswith("p_")]
         assert len(probs) == 7 and sum(probs) == pytest.approx(1.0, abs=1e-5)
         assert r["confidence"] == pytest.approx(max(probs))
@@ -175,7 +168,7 @@ def test_predict_samples_video_frames_at_the_requested_rate(run, tmp_path):
                              "--draw", str(tmp_path / "drawn")])
     assert [r["frame"] for r in rows] == [0, 3, 6, 9]
     assert [r["time_s"] for r in rows] == [0.0, 0.5, 1.0, 1.5]
-    assert all(iou((r["x"], r["y"], r["w"], r["h"]), truth[0]) > 0.7 for r in rows)
+    assert all(box_iou((r["x"], r["y"], r["w"], r["h"]), truth[0]) > 0.7 for r in rows)
     assert len(list((tmp_path / "drawn").glob("clip_f*.jpg"))) == 4
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from fer_robust.data.dataset_facts import FaceFraming, face_framing
+from fer_robust.data.decode import to_rgb
 from fer_robust.deploy.extras import require
 
 __all__ = ["ONNX_METADATA_KEY", "TorchClassifier", "OnnxClassifier", "OnnxModelError",
@@ -104,8 +105,8 @@ class OnnxClassifier:
         """``(N, 3, S, S)`` float32, as :func:`~fer_robust.data.transforms.build_transform`'s
         evaluation transform (PIL's bilinear resize, which torchvision's ``Resize`` calls)."""
         size = (self.img_size, self.img_size)
-        arrays = [np.asarray((im if im.mode == "RGB" else im.convert("RGB"))
-                             .resize(size, Image.BILINEAR), dtype=np.float32) for im in images]
+        arrays = [np.asarray(to_rgb(im).resize(size, Image.BILINEAR), dtype=np.float32)
+                  for im in images]
         batch = np.stack(arrays).transpose(0, 3, 1, 2) / np.float32(255.0)
         return (batch - self.mean) / self.std
 

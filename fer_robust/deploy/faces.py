@@ -58,7 +58,7 @@ from fer_robust.data.dataset_facts import FaceFraming
 from fer_robust.deploy.extras import require
 from fer_robust.utils import register_in
 
-__all__ = ["Face", "BoxCalibration", "FaceDetector", "build_detector", "list_detectors",
+__all__ = ["Face", "BoxCalibration", "FaceDetector", "box_iou", "build_detector", "list_detectors",
            "find_eyes", "crop_box", "crop_face", "register_detector", "opencv"]
 
 EXTRA = "faces"
@@ -140,6 +140,16 @@ class FaceDetector:
 
 
 _DETECTORS: dict[str, type[FaceDetector]] = {}
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    return inter / (aw * ah + bw * bh - inter)
 
 
 def register_detector(name: str) -> Callable[[type[FaceDetector]], type[FaceDetector]]:

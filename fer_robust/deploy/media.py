@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from fer_robust.data.decode import to_rgb
 from fer_robust.deploy.extras import require
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_inputs", "read_image", "read_frames",
@@ -60,10 +61,11 @@ def is_video(path: Path) -> bool:
 
 
 def read_image(path: Path) -> Image.Image:
-    """The image at ``path`` in RGB, turned upright by its EXIF orientation."""
+    """The image at ``path`` in 8-bit RGB (converted by bit depth, as training reads images:
+    :func:`~fer_robust.data.decode.to_rgb`), turned upright by its EXIF orientation."""
     try:
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(image))
     except OSError as e:
         raise FileNotFoundError(f"cannot read image {path}: {e}") from None
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def flagged_by_class(decision: RobustDecision, given: np.ndarray, num_classes: i
 
 
 def _thumbnail_uri(image: Image.Image) -> str:
-    image = image.convert("L") if image.mode in ("L", "LA", "I;16") else image.convert("RGB")
+    """``image`` (a dataset's RGB image, :meth:`FERDataset.load_image`) as a PNG data URI."""
     if max(image.size) > THUMBNAIL_SIDE:
         image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.BILINEAR)
     buffer = io.BytesIO()
