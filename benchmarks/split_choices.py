@@ -68,14 +68,13 @@ def main(argv=None) -> dict:
     passes = {hflip: per_sample_pass(model, loader, accelerator, progress=False, hflip=hflip)
               for hflip in (False, True)}
     num_classes = len(class_names)
-    votes = None if dataset.votes is None else dataset.votes / dataset.votes.sum(1, keepdims=True)
     changed = given != true
     out: dict = {"checkpoint": str(args.checkpoint), "class_names": class_names,
                  "given_right": float((~changed).mean()), "settings": {}}
     for name, (hflip, split_loss) in SPLITS.items():
         arrays = passes[hflip]
         decision = decide(arrays, given, cfg, split_loss)
-        figures = decision_figures(decision, given, num_classes, true)
+        figures = decision_figures(decision, given, num_classes, true, votes=dataset.votes)
         kept = [float((decision.clean_mask & ~changed & (true == c)).sum()
                       / max((~changed & (true == c)).sum(), 1)) for c in range(num_classes)]
         row = {"flagged": float((~decision.clean_mask).mean()),
@@ -89,10 +88,9 @@ def main(argv=None) -> dict:
             row[f"retrieval_top1_{norm}"] = float((retrieval.new_labels[rel] == true[rel]).mean())
             row[f"retrieval_top1_changed_{norm}"] = float(
                 (retrieval.new_labels[rel & changed] == true[rel & changed]).mean())
-        if votes is not None:
-            row["tv_targets_to_votes"] = float(0.5 * np.abs(decision.targets - votes).sum(1).mean())
-            row["tv_given_to_votes"] = float(
-                0.5 * np.abs(np.eye(num_classes)[given] - votes).sum(1).mean())
+        if "votes_all" in figures:
+            row["tv_targets_to_votes"] = figures["votes_all"]["tv_soft_to_votes"]
+            row["tv_given_to_votes"] = figures["votes_all"]["tv_given_to_votes"]
         out["settings"][name] = row
         print(f"{name:32s} flagged {row['flagged']:.2f}  P/R/F1 {row['precision']:.3f} "
               f"{row['recall']:.3f} {row['f1']:.3f}  kept {np.round(kept, 2)}  targets right "

@@ -386,15 +386,20 @@ def test_benchmark_command_end_to_end(tmp_path, capsys):
         json.loads(recorded.read_text())["runs"]["clean-full"]["config_fingerprint"]
 
 
+def load_benchmark_script(name: str):
+    """``benchmarks/<name>.py`` as a module (the folder is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_split_choices_scores_each_setting_on_one_checkpoint(tmp_path, capsys):
     """benchmarks/split_choices.py: from one checkpoint of a noisy run, every split setting's
     figures, each the decision split_and_relabel makes on the same pass."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("split_choices",
-                                                  ROOT / "benchmarks" / "split_choices.py")
-    choices = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(choices)
+    choices = load_benchmark_script("split_choices")
     data = tmp_path / "ferplus"
     write_ferplus_fixture(data, {"FER2013Train": 24, "FER2013Valid": 6})
     out = tmp_path / "bench"
@@ -417,12 +422,7 @@ def test_split_choices_scores_each_setting_on_one_checkpoint(tmp_path, capsys):
 def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
     """benchmarks/oracle_selection.py: after the warm-up epoch the baseline trains on the samples
     whose given label is the true one, and no other."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("oracle_selection",
-                                                  ROOT / "benchmarks" / "oracle_selection.py")
-    oracle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(oracle)
+    oracle = load_benchmark_script("oracle_selection")
     data = tmp_path / "ferplus"
     write_ferplus_fixture(data, {"FER2013Train": 40, "FER2013Valid": 6})
     results = tmp_path / "oracle.json"
