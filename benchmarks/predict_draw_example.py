@@ -5,7 +5,7 @@
 The scene is the public-domain portrait of Grace Hopper that matplotlib ships, pasted three times
 (about 90, 140 and 200 px faces, the middle one mirrored) on a plain gradient. The script runs
 ``tools/predict.py --draw`` on it and saves the drawn copy, reduced to ``--width`` pixels, as
-``benchmarks/results/predict_draw_demo.jpg``. It prints the CSV rows.
+``runs/predict_draw_demo.jpg`` (``--out``). It prints the CSV rows.
 """
 from __future__ import annotations
 
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--onnx", default=None)
     parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"
-                                             / "predict_draw_demo.jpg"))
+    parser.add_argument("--out", default="runs/predict_draw_demo.jpg")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         scene = Path(tmp) / "scene.png"
