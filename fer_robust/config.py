@@ -374,6 +374,9 @@ class Config:
     log_tensorboard: bool = False
     # Save an accelerate checkpoint every N epochs (the last is always kept).
     checkpoint_every: int = 1
+    # Keep the checkpoint at the end of every stage but the last for good (the newest two are kept
+    # otherwise): the robust stages of another config can start from the same warm-up.
+    keep_stage_checkpoints: bool = True
     progress_bar: bool = True
 
 

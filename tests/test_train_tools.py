@@ -88,6 +88,10 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     assert len(full) == 3
     assert_same_epochs(cut, full)
+    # The newest two checkpoints and the end of the first stage (keep_stage_checkpoints), from
+    # which a later stage can be trained again.
+    kept = sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("epoch_*"))
+    assert kept == ["epoch_000", "epoch_001", "epoch_002"]
 
 
 def test_config_typo_is_a_clear_error_and_writes_nothing(tmp_path):

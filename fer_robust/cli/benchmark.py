@@ -141,6 +141,7 @@ def test_accuracy(model, cfg, class_names, accelerator) -> float | None:
 
 # Settings that do not change what a run computes: a run may continue with other values of these.
 _RESULT_NEUTRAL = {"output_dir", "progress_bar", "log_tensorboard", "checkpoint_every",
+                   "keep_stage_checkpoints",
                    "data.num_workers", "optim.eval_batch_size"}
 
 

@@ -200,10 +200,15 @@ class ResumePoint:
 
 
 class CheckpointManager:
-    def __init__(self, run_dir: str | Path, accelerator: Accelerator, keep: int = 2):
+    def __init__(self, run_dir: str | Path, accelerator: Accelerator, keep: int = 2,
+                 protected_epochs: set[int] | frozenset[int] = frozenset()):
+        """``keep``: how many of the newest checkpoints are kept; the checkpoints of
+        ``protected_epochs`` (the ends of the stages, ``keep_stage_checkpoints``) are never
+        pruned, so a later stage can be started again from the one before it."""
         self.dir = Path(run_dir) / "checkpoints"
         self.accelerator = accelerator
         self.keep = keep
+        self.protected_epochs = set(protected_epochs)
 
     def save(self, epoch: int, scalars: dict, tensors: dict[str, torch.Tensor]) -> Path:
         acc = self.accelerator
@@ -233,7 +238,8 @@ class CheckpointManager:
     def _prune(self) -> None:
         done = sorted(p for p in self.dir.glob("epoch_*") if p.is_dir())
         for p in done[: max(len(done) - self.keep, 0)]:
-            shutil.rmtree(p, ignore_errors=True)
+            if p.name not in {f"epoch_{e:03d}" for e in self.protected_epochs}:
+                shutil.rmtree(p, ignore_errors=True)
 
     def clean_leftovers(self) -> list[str]:
         """Remove what a kill during a save leaves behind (a half-written ``.tmp_epoch_XXX``

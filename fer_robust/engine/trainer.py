@@ -209,7 +209,8 @@ class Trainer:
             decay_epochs=cfg.optim.decay_epochs, decay_rate=cfg.optim.decay_rate,
             step_on_epochs=False, updates_per_epoch=updates_per_epoch)
 
-        self.checkpoints = CheckpointManager(self.run_dir, acc)
+        self.checkpoints = CheckpointManager(self.run_dir, acc,
+                                             protected_epochs=self.stage_end_checkpoints())
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
         start = self._resume_point() if self.resume else None
         if start is not None and start.path is not None:
@@ -244,6 +245,14 @@ class Trainer:
             stages.append(build_stage(st_cfg, first, self.cfg.robust.pass_every))
             first += st_cfg.epochs
         return stages
+
+    def stage_end_checkpoints(self) -> set[int]:
+        """The epochs whose checkpoints are kept for good (``keep_stage_checkpoints``): the last
+        epoch of every stage but the final one, e.g. the end of the warm-up, from which the
+        robust stages of another config can be branched."""
+        if not self.cfg.keep_stage_checkpoints:
+            return set()
+        return {st.first_epoch + st.cfg.epochs - 1 for st in self.stages[:-1]}
 
     def stage_at(self, epoch: int) -> Stage:
         for st in self.stages:
@@ -371,7 +380,8 @@ class Trainer:
             self._print_epoch(record)
             stopping = epoch == stop_after_epoch
             last = epoch == self.total_epochs - 1
-            if last or stopping or (epoch + 1) % max(self.cfg.checkpoint_every, 1) == 0:
+            if (last or stopping or epoch in self.checkpoints.protected_epochs
+                    or (epoch + 1) % max(self.cfg.checkpoint_every, 1) == 0):
                 self.checkpoints.save(epoch, {"epoch": epoch, "num_updates": self.num_updates,
                                               "best": self.best}, self._trainer_tensors())
             if stopping and not last:
