@@ -74,7 +74,15 @@ def test_two_processes_give_the_same_split_as_one(noisy_run, tmp_path):
     assert np.abs(prob_a - prob_b).max() < 2e-3
 
 
-def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor(tmp_path):
+@pytest.mark.parametrize("decision", [
+    [],
+    # The benchmark recipe's decision: one mixture over class-relative losses of the mirrored
+    # pass, the given label's share kept and the model's prediction blended into the soft label.
+    ["robust.split.scope=global", "robust.split.loss=class_relative", "robust.pass_hflip=true",
+     "robust.relabel.mix_given=true", "robust.relabel.model_weight=0.5"],
+], ids=["per_class", "recipe"])
+def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor(tmp_path,
+                                                                                 decision):
     """With a loss-history window (2 passes) and a confidence floor (0.5), tools/relabel.py run on
     a checkpoint makes exactly the decision training made next: on ``checkpoints/epoch_002`` (the
     model and the loss history the trainer held before epoch 3) it gives ``samples/epoch_003.npz``.
@@ -86,7 +94,7 @@ def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor
                     "progress_bar=false", "stages.0.epochs=1", "stages.1.epochs=1",
                     "stages.2.epochs=2", "data.noise.type=symmetric", "data.noise.rate=0.3",
                     "robust.split.loss_window=2", "robust.relabel.min_confidence=0.5",
-                    f"output_dir={run}"])
+                    *decision, f"output_dir={run}"])
     saved = np.load(run / "samples" / "epoch_003.npz")
     logged = json.loads((run / "metrics.jsonl").read_text().splitlines()[3])
     checkpoint = run / "checkpoints" / "epoch_002"
