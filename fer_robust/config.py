@@ -521,6 +521,25 @@ def config_to_dict(cfg: Any) -> Any:
     return cfg
 
 
+# Settings that do not change what a run computes: a run may continue, or be reported, with other
+# values of these.
+RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard",
+                                 "checkpoint_every", "keep_stage_checkpoints", "data.num_workers",
+                                 "optim.eval_batch_size"})
+
+
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A config (or its dict form) as ``{"dotted.key": value}``; lists stay whole values."""
+    if dataclasses.is_dataclass(tree):
+        tree = config_to_dict(tree)
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            out.update(flatten_config(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
 def _deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():

@@ -77,7 +77,7 @@ def test_predict_tool_on_a_folder(demo_run, tmp_path):
     assert (tmp_path / "pred.csv").read_text().count("\n") == len(rows) + 1
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path):
+def test_resume_matches_an_uninterrupted_run(tmp_path, capsys):
     common = ["--config", DEMO, *FAST, "stages.0.epochs=1", "stages.1.epochs=1", "stages.2.epochs=1",
               "data.sampler=mrr",
               "data.noise.type=symmetric", "data.noise.rate=0.3"]
@@ -92,6 +92,19 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     # which a later stage can be trained again.
     kept = sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("epoch_*"))
     assert kept == ["epoch_000", "epoch_001", "epoch_002"]
+
+    # A branch from the end of the warm-up with the same settings replays the rest of the run;
+    # one that changes what the warm-up read is refused and writes nothing.
+    warmup_end = str(tmp_path / "full" / "checkpoints" / "epoch_000")
+    train_cli.main([*common, f"output_dir={tmp_path / 'branch'}", "--branch-from", warmup_end])
+    assert_same_epochs(read_metrics(tmp_path / "branch"), full)
+    record = json.loads((tmp_path / "branch" / "branched_from.json").read_text())
+    assert record["epoch"] == 0 and record["differs_in"] == ["output_dir"]
+    with pytest.raises(SystemExit):
+        train_cli.main([*common, "optim.lr=0.01", "robust.relabel.min_confidence=0.5",
+                        f"output_dir={tmp_path / 'refused'}", "--branch-from", warmup_end])
+    assert "['optim.lr']" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
 
 
 def test_config_typo_is_a_clear_error_and_writes_nothing(tmp_path):

@@ -54,7 +54,8 @@ import torch
 from accelerate import PartialState
 
 from fer_robust.cli.common import repo_root, tool_entry, user_errors_exit
-from fer_robust.config import Config, ConfigError, config_to_dict, load_config
+from fer_robust.config import (RESULT_NEUTRAL_KEYS, Config, ConfigError, flatten_config,
+                               load_config)
 from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.loaders import build_eval_loader
 from fer_robust.data.noise import load_noisy_labels
@@ -139,27 +140,12 @@ def test_accuracy(model, cfg, class_names, accelerator) -> float | None:
     return classification_metrics(logits, labels, class_names)["accuracy"]
 
 
-# Settings that do not change what a run computes: a run may continue with other values of these.
-_RESULT_NEUTRAL = {"output_dir", "progress_bar", "log_tensorboard", "checkpoint_every",
-                   "keep_stage_checkpoints",
-                   "data.num_workers", "optim.eval_batch_size"}
-
-
-def _flatten(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def result_relevant(cfg) -> dict:
     """The flattened config of a run without the keys that do not change what it computes (the
     neutral ones and, for a baseline, the two-branch system's own settings)."""
     unused = ignored_by(cfg)
-    return {k: v for k, v in sorted(_flatten(config_to_dict(cfg)).items())
-            if k not in _RESULT_NEUTRAL and not k.startswith(unused)}
+    return {k: v for k, v in sorted(flatten_config(cfg).items())
+            if k not in RESULT_NEUTRAL_KEYS and not k.startswith(unused)}
 
 
 def config_fingerprint(cfg) -> str:

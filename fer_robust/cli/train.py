@@ -4,6 +4,9 @@
     python tools/train.py --config configs/ferplus_cpu.yaml data.root=../shared/data/ferplus \\
         data.noise.type=symmetric data.noise.rate=0.3 output_dir=runs/ferplus_sym30
     python tools/train.py --resume runs/ferplus_sym30          # continue an interrupted run
+    # the robust stages again with other settings from the end of the warm-up (engine.branching):
+    python tools/train.py --config runs/ferplus_sym30/config.yaml output_dir=runs/sym30_floor \\
+        robust.relabel.min_confidence=0.7 --branch-from runs/ferplus_sym30/checkpoints/epoch_001
 
 ``--resume`` is exact or refuses: it starts from the newest kept checkpoint whose files are all
 whole (a damaged newer one is passed over with a warning), and refuses when only checkpoints
@@ -31,6 +34,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume-inexact", action="store_true",
                    help="with --resume: when no kept checkpoint has its random states, continue "
                         "from one without them (not an exact replay; recorded in metrics.jsonl)")
+    p.add_argument("--branch-from", type=Path, default=None, metavar="CHECKPOINT",
+                   help="start a new run (the config's output_dir) from RUN/checkpoints/epoch_XXX "
+                        "of another run: its epochs up to XXX, the config's settings after; only "
+                        "the robust settings and later stages' loss weights may differ")
     p.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
                    help="checkpoint and exit after epoch N (0-based); continue later with --resume")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
@@ -44,6 +51,8 @@ def main(argv=None) -> dict:
     with user_errors_exit("train"):
         if args.resume_inexact and args.resume is None:
             raise ConfigError("--resume-inexact goes with --resume")
+        if args.branch_from is not None and args.resume is not None:
+            raise ConfigError("--branch-from starts a new run; --resume continues one: pass one")
         if args.resume is not None:
             if args.resume:
                 run_dir = Path(args.resume)
@@ -57,8 +66,17 @@ def main(argv=None) -> dict:
                 cfg = load_config(args.config, args.overrides)
         else:
             cfg = load_config(args.config, args.overrides)
+        if args.branch_from is not None:
+            from accelerate import PartialState
+
+            from fer_robust.engine.branching import make_branch, plan_branch
+            plan = plan_branch(args.branch_from, cfg)
+            if PartialState().is_main_process:
+                make_branch(plan)
+            PartialState().wait_for_everyone()
         from fer_robust.engine.trainer import Trainer
-        trainer = Trainer(cfg, resume=args.resume is not None, cpu=args.cpu,
+        trainer = Trainer(cfg, resume=args.resume is not None or args.branch_from is not None,
+                          cpu=args.cpu,
                           resume_inexact=args.resume_inexact).setup()
         record = trainer.fit(stop_after_epoch=args.stop_after_epoch)
         if trainer.best["epoch"] >= 0:
