@@ -75,12 +75,13 @@ def test_two_processes_give_the_same_split_as_one(noisy_run, tmp_path):
 
 
 @pytest.mark.parametrize("decision", [
-    [],
+    pytest.param([], id="per_class"),
     # The benchmark recipe's decision: one mixture over class-relative losses of the mirrored
     # pass, the given label's share kept and the model's prediction blended into the soft label.
-    ["robust.split.scope=global", "robust.split.loss=class_relative", "robust.pass_hflip=true",
-     "robust.relabel.mix_given=true", "robust.relabel.model_weight=0.5"],
-], ids=["per_class", "recipe"])
+    pytest.param(["robust.split.scope=global", "robust.split.loss=class_relative",
+                  "robust.pass_hflip=true", "robust.relabel.mix_given=true",
+                  "robust.relabel.model_weight=0.5"], id="recipe", marks=pytest.mark.slow),
+])
 def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor(tmp_path,
                                                                                  decision):
     """With a loss-history window (2 passes) and a confidence floor (0.5), tools/relabel.py run on
