@@ -66,19 +66,12 @@ def _read_json(path: Path):
     return json.loads(path.read_text())
 
 
-def _checkpoint_epoch(checkpoint: Path) -> int:
-    scalars = checkpoint / TRAINER_SCALARS
-    if not scalars.is_file():
-        raise BranchError(f"--branch-from: {checkpoint} is not a checkpoint ({TRAINER_SCALARS} "
-                          "missing)")
-    return int(_read_json(scalars)["epoch"])
-
-
 @dataclass
 class BranchPlan:
     checkpoint: Path
     source: Path
-    epoch: int
+    scalars: dict          # the checkpoint's trainer scalars (epoch, updates, best so far)
+    source_cfg: Config
     differing: list[str]
     cfg: Config
 
@@ -91,11 +84,13 @@ def plan_branch(checkpoint: str | Path, cfg: Config) -> BranchPlan:
     if checkpoint.parent.name != "checkpoints" or not (source / "config.yaml").is_file():
         raise BranchError(f"--branch-from: {checkpoint} is not RUN/checkpoints/epoch_XXX of a run "
                           "(no config.yaml two folders up)")
-    epoch = _checkpoint_epoch(checkpoint)
     state, random = checkpoint_problems(checkpoint)
     if state or random:
-        raise BranchError(f"--branch-from: {checkpoint} is damaged: {'; '.join(state + random)}")
-    differing = branch_differences(load_config(source / "config.yaml"), cfg, epoch)
+        raise BranchError(f"--branch-from: {checkpoint} is not a whole checkpoint: "
+                          f"{'; '.join(state + random)}")
+    scalars = _read_json(checkpoint / TRAINER_SCALARS)
+    source_cfg = load_config(source / "config.yaml")
+    differing = branch_differences(source_cfg, cfg, int(scalars["epoch"]))
     run_dir = Path(cfg.output_dir)
     if run_dir.resolve() == source.resolve():
         raise BranchError("--branch-from: the branch needs its own output_dir, not the source "
@@ -103,12 +98,12 @@ def plan_branch(checkpoint: str | Path, cfg: Config) -> BranchPlan:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BranchError(f"{run_dir} is not empty; a branch starts in a new output_dir "
                           "(nothing was overwritten)")
-    return BranchPlan(checkpoint, source, epoch, differing, cfg)
+    return BranchPlan(checkpoint, source, scalars, source_cfg, differing, cfg)
 
 
 def make_branch(plan: BranchPlan) -> Path:
     """Write the branch's run directory (main process only); it is then resumed like any run."""
-    checkpoint, source, epoch = plan.checkpoint, plan.source, plan.epoch
+    checkpoint, source, epoch = plan.checkpoint, plan.source, int(plan.scalars["epoch"])
     run_dir = Path(plan.cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(checkpoint, run_dir / "checkpoints" / checkpoint.name)
@@ -120,17 +115,15 @@ def make_branch(plan: BranchPlan) -> Path:
         if int(npz.stem.split("_")[1]) <= epoch:
             (run_dir / "samples").mkdir(exist_ok=True)
             shutil.copy2(npz, run_dir / "samples" / npz.name)
-    log = MetricsLog(run_dir / "metrics.jsonl")
-    for record in MetricsLog(source / "metrics.jsonl").read():
-        if record.get("epoch", -1) <= epoch:
-            log.append(record)
+    shutil.copy2(source / "metrics.jsonl", run_dir / "metrics.jsonl")
+    MetricsLog(run_dir / "metrics.jsonl").truncate_after(epoch)
     # The best model so far, when the source's best file is the one chosen by this epoch.
-    best_then = _read_json(checkpoint / TRAINER_SCALARS)["best"]
-    if (source / "best.json").is_file() and _read_json(source / "best.json") == best_then:
+    best = source / "best.json"
+    if best.is_file() and _read_json(best) == plan.scalars["best"]:
         shutil.copy2(source / "best_model.safetensors", run_dir / "best_model.safetensors")
-        shutil.copy2(source / "best.json", run_dir / "best.json")
+        shutil.copy2(best, run_dir / "best.json")
     save_config(plan.cfg, run_dir / "config.yaml")
     atomic_write_json(run_dir / BRANCH_RECORD, {
         "checkpoint": str(checkpoint), "epoch": epoch, "differs_in": plan.differing,
-        "source_config": config_to_dict(load_config(source / "config.yaml"))})
+        "source_config": config_to_dict(plan.source_cfg)})
     return run_dir

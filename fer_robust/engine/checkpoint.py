@@ -237,8 +237,9 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         done = sorted(p for p in self.dir.glob("epoch_*") if p.is_dir())
+        protected = {f"epoch_{e:03d}" for e in self.protected_epochs}
         for p in done[: max(len(done) - self.keep, 0)]:
-            if p.name not in {f"epoch_{e:03d}" for e in self.protected_epochs}:
+            if p.name not in protected:
                 shutil.rmtree(p, ignore_errors=True)
 
     def clean_leftovers(self) -> list[str]:
