@@ -297,6 +297,15 @@ class RobustConfig:
     # follows the share of samples it covers, as in a plain cross-entropy epoch. Neither paper
     # states it.
     loss_normalization: Literal["group", "batch"] = "group"
+    # The robust stages' hard-label terms (ce, local_ce) are generalised cross-entropy with this q
+    # (Zhang & Sabuncu 2018, (1 - p_y^q) / q; 0 is cross-entropy, label smoothing then does not
+    # apply). The split's clean set still holds wrongly labelled images (about one in nine under
+    # sym30), which cross-entropy at full weight memorises; GCE's gradient is CE's times p_y^q, so
+    # those it contradicts pull weakly. Neither paper bounds the loss; warm-up stays cross-entropy,
+    # so the per-sample losses the first split reads are CE's, as DR-FER's.
+    clean_loss_q: float = 0.0
+    # The same for the relabelled samples' soft_ce: sum_c t_c (1 - p_c^q) / q (0 is soft CE).
+    soft_loss_q: float = 0.0
 
 
 @dataclass
@@ -528,6 +537,12 @@ RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard"
                                  "optim.eval_batch_size"})
 
 
+#: Settings added after runs were recorded, with the value every earlier run had implicitly. A
+#: config fingerprint leaves such a key out while it holds that value, so the recorded results of
+#: earlier runs still match the configs that reproduce them.
+LATER_KEY_DEFAULTS: dict[str, Any] = {"robust.clean_loss_q": 0.0, "robust.soft_loss_q": 0.0}
+
+
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
     """A config (or its dict form) as ``{"dotted.key": value}``; lists stay whole values."""
     if dataclasses.is_dataclass(tree):
@@ -692,6 +707,8 @@ _RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("robust.relabel.model_weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("robust.dcl.temperature", lambda v: v > 0, "> 0"),
     ("robust.pass_every", lambda v: v >= 1, ">= 1"),
+    ("robust.clean_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("robust.soft_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("checkpoint_every", lambda v: v >= 1, ">= 1"),
 ]
 

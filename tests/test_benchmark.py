@@ -38,6 +38,21 @@ def test_baseline_differs_from_the_full_system_only_in_the_model_and_its_losses(
     assert full.data.noise.type == "symmetric" and full.data.noise.rate == 0.3
 
 
+def test_fingerprints_leave_out_later_keys_at_the_value_earlier_runs_had():
+    """A setting added after results were recorded (``LATER_KEY_DEFAULTS``) does not change the
+    fingerprint while it holds the value earlier runs had implicitly; any other value does."""
+    from fer_robust.config import LATER_KEY_DEFAULTS
+
+    full = run_config("sym30", "full")
+    key = "robust.clean_loss_q"
+    assert key in LATER_KEY_DEFAULTS and full.robust.clean_loss_q == LATER_KEY_DEFAULTS[key]
+    relevant = benchmark_cli.result_relevant(full)
+    assert key not in relevant and "robust.loss_normalization" in relevant
+    bounded = run_config("sym30", "full", overrides=[f"{key}=0.7"])
+    assert benchmark_cli.config_fingerprint(bounded) != benchmark_cli.config_fingerprint(full)
+    assert benchmark_cli.result_relevant(bounded)[key] == 0.7
+
+
 def test_settings_and_sizes():
     assert run_config("clean", "full").data.noise.type == "none"
     assert run_config("annotator", "full").data.noise.type == "annotator"

@@ -16,7 +16,7 @@ from fer_robust.cli import train as train_cli
 from fer_robust.config import ConfigError, load_config
 from fer_robust.methods import build_method, list_methods
 from fer_robust.methods.eac import flip_consistency_loss, random_erase
-from fer_robust.methods.gce import generalized_cross_entropy
+from fer_robust.losses.classification import generalized_cross_entropy
 from fer_robust.methods.scn import (high_importance_mask, rank_regularization, relabel_decision)
 from fer_robust.models.factory import build_model
 

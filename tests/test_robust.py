@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from fer_robust.config import DCLConfig, RelabelConfig, SplitConfig
-from fer_robust.losses.classification import cross_entropy, soft_cross_entropy, weighted_mean
+from fer_robust.losses.classification import (cross_entropy, generalized_cross_entropy,
+                                            soft_cross_entropy, soft_generalized_cross_entropy,
+                                            weighted_mean)
 from fer_robust.losses.dcl import DistributionContrastiveLoss
 from fer_robust.robust.gmm_split import (LossHistory, class_dependent_split,
                                         class_relative_losses)
@@ -517,6 +519,76 @@ def test_loss_normalization_batch_weighs_every_sample_alike():
     assert torch.allclose(batch["ce"] + batch["soft_ce"], torch.where(clean, hard, soft).mean())
     # The relabelled quarter of the batch weighs a quarter, not half, of the sum.
     assert torch.allclose(batch["soft_ce"], soft[~clean].sum() / n)
+
+
+def test_soft_gce_is_soft_ce_at_q_zero_gce_on_one_hot_targets_and_weighs_classes_by_p_q():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 4) * 2
+    targets = torch.softmax(torch.randn(5, 4), 1)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    one_hot = torch.nn.functional.one_hot(labels, 4).float()
+    assert torch.equal(soft_generalized_cross_entropy(logits, targets, 0.0),
+                       soft_cross_entropy(logits, targets))
+    assert torch.allclose(soft_generalized_cross_entropy(logits, targets, 1e-6),
+                          soft_cross_entropy(logits, targets), rtol=1e-4)
+    assert torch.allclose(soft_generalized_cross_entropy(logits, one_hot, 0.7),
+                          generalized_cross_entropy(logits, labels, 0.7), atol=1e-6)
+    p = logits.softmax(1)
+    assert torch.allclose(soft_generalized_cross_entropy(logits, targets, 0.5),
+                          (targets * (1 - p ** 0.5) / 0.5).sum(1), atol=1e-6)
+    # The logit gradient is soft CE's with each target class's pull scaled by p_c^q.
+    z = logits.clone().requires_grad_(True)
+    soft_generalized_cross_entropy(z, targets, 0.5).sum().backward()
+    scaled = targets * p ** 0.5
+    expected = p * scaled.sum(1, keepdim=True) - scaled   # d/dz of -sum_c w_c log p_c, w fixed
+    assert torch.allclose(z.grad, expected, atol=1e-5)
+
+
+def test_robust_loss_q_bounds_the_robust_stages_terms_and_leaves_warmup_cross_entropy():
+    """``robust.clean_loss_q`` / ``robust.soft_loss_q``: in a robust stage ce and local_ce are GCE
+    on the training labels and soft_ce is soft GCE, weighted as before; a warm-up stage with the
+    same settings trains on plain cross-entropy (so a branch from the end of the warm-up may
+    change them)."""
+    from types import SimpleNamespace
+
+    from fer_robust.config import Config, StageConfig
+    from fer_robust.engine.sample_state import SampleState
+    from fer_robust.engine.stages import build_stage
+    from fer_robust.engine.trainer import Trainer
+    from fer_robust.methods import build_method
+
+    torch.manual_seed(0)
+    n, k, q = 8, 4, 0.7
+    labels, index = torch.randint(0, k, (n,)), torch.arange(n)
+    clean = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
+    state = SampleState(given_labels=labels.numpy(), num_classes=k)
+    state.ce_weight[:] = clean.numpy()
+    state.soft_weight[:] = (~clean).numpy()
+    soft_targets = torch.softmax(torch.randn(n, k), 1)
+    state.soft_labels[:] = soft_targets.numpy()
+    out = {"logits": torch.randn(n, k) * 3, "local_logits": torch.randn(n, k) * 3}
+    weights = {"ce": 1.0, "local_ce": 0.5, "soft_ce": 1.0}
+    cfg = Config()
+    cfg.robust.clean_loss_q, cfg.robust.soft_loss_q = q, q
+    stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None, method=build_method(cfg, n, k))
+
+    robust = Trainer.compute_losses(stub, out, labels, index,
+                                    build_stage(StageConfig(kind="semi_supervised",
+                                                            loss_weights=weights), 0))
+    for term, logits in (("ce", out["logits"]), ("local_ce", out["local_logits"])):
+        assert torch.allclose(robust[term],
+                              generalized_cross_entropy(logits, labels, q)[clean].mean())
+    assert torch.allclose(robust["soft_ce"], sum(
+        soft_generalized_cross_entropy(out[key], soft_targets, q)[~clean].mean()
+        for key in ("logits", "local_logits")))
+    # GCE is below CE (it is bounded by 1/q): the term really changed.
+    assert robust["ce"] < cross_entropy(out["logits"], labels)[clean].mean()
+
+    state.reset_to_given()
+    warm = Trainer.compute_losses(stub, out, labels, index,
+                                  build_stage(StageConfig(kind="warmup",
+                                                          loss_weights={"ce": 1.0}), 0))
+    assert torch.allclose(warm["ce"], cross_entropy(out["logits"], labels).mean())
 
 
 def test_dcl_memory_takes_no_masked_image_without_classify_masked():

@@ -54,8 +54,8 @@ import torch
 from accelerate import PartialState
 
 from fer_robust.cli.common import repo_root, tool_entry, user_errors_exit
-from fer_robust.config import (RESULT_NEUTRAL_KEYS, Config, ConfigError, flatten_config,
-                               load_config)
+from fer_robust.config import (LATER_KEY_DEFAULTS, RESULT_NEUTRAL_KEYS, Config, ConfigError,
+                               flatten_config, load_config)
 from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.loaders import build_eval_loader
 from fer_robust.data.noise import load_noisy_labels
@@ -142,10 +142,12 @@ def test_accuracy(model, cfg, class_names, accelerator) -> float | None:
 
 def result_relevant(cfg) -> dict:
     """The flattened config of a run without the keys that do not change what it computes (the
-    neutral ones and, for a baseline, the two-branch system's own settings)."""
+    neutral ones, for a baseline the two-branch system's own settings, and settings added since
+    runs were recorded while they hold the value earlier runs had: ``LATER_KEY_DEFAULTS``)."""
     unused = ignored_by(cfg)
     return {k: v for k, v in sorted(flatten_config(cfg).items())
-            if k not in RESULT_NEUTRAL_KEYS and not k.startswith(unused)}
+            if k not in RESULT_NEUTRAL_KEYS and not k.startswith(unused)
+            and not (k in LATER_KEY_DEFAULTS and v == LATER_KEY_DEFAULTS[k])}
 
 
 def config_fingerprint(cfg) -> str:

@@ -92,6 +92,9 @@ class Stage:
         pass_every: ``robust.pass_every``: a robust stage decides every this many epochs.
     """
     kind = "base"
+    #: Whether the stage trains on the robust decision (split and relabelling): the ``robust``
+    #: loss settings (``robust.clean_loss_q``, ``robust.soft_loss_q``) apply in its epochs only.
+    robust = False
 
     def __init__(self, cfg: StageConfig, first_epoch: int, pass_every: int = 1):
         self.cfg = cfg
@@ -126,6 +129,7 @@ class SelfPacedStage(Stage):
     """Per-sample pass -> GMM split (-> retrieval relabelling) -> new sample weights and targets,
     every ``pass_every`` epochs; in between, samples keep training on the last decision."""
     relabel = False
+    robust = True
 
     def needs_sample_pass(self, epoch: int) -> bool:
         return (epoch - self.first_epoch) % self.pass_every == 0

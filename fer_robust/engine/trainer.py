@@ -45,7 +45,8 @@ from fer_robust.engine.protocol import has_validation, protocol_banner, selectio
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, StageInputs, build_stage
-from fer_robust.losses.classification import cross_entropy, soft_cross_entropy, weighted_mean
+from fer_robust.losses.classification import (cross_entropy, generalized_cross_entropy,
+                                            soft_generalized_cross_entropy, weighted_mean)
 from fer_robust.methods import build_method
 from fer_robust.models.factory import build_model
 from fer_robust.robust.gmm_split import LossHistory
@@ -484,14 +485,16 @@ class Trainer:
         the method's (:meth:`fer_robust.methods.base.Method.own_loss_terms`).
 
         ce / local_ce: cross-entropy on the sample's training label (its given label unless the
-            method relabelled it: ``SampleState.train_labels``), weighted per sample by
+            method relabelled it: ``SampleState.train_labels``; generalised cross-entropy with
+            ``robust.clean_loss_q`` in robust stages when it is above 0), weighted per sample by
             ``ce_weight``
             (0 for samples the split called noisy), averaged over the samples that count or over
             the batch (``robust.loss_normalization``). With
             ``model.mim.classify_masked`` off, the batch's masked images count for none of the
             classification terms.
         soft_ce: soft cross-entropy on retrieval soft labels, for relabelled samples (added to
-            the global and, when present, the local logits).
+            the global and, when present, the local logits; generalised with
+            ``robust.soft_loss_q`` in robust stages when it is above 0).
         mim: the masked-image-modelling reconstruction loss.
         dcl: distribution contrastive loss on clean samples' embeddings.
 
@@ -510,11 +513,17 @@ class Trainer:
         def average(loss, weights):
             return (loss * weights).mean() if per_batch else weighted_mean(loss, weights)
 
+        q_hard = self.cfg.robust.clean_loss_q if stage.robust else 0.0
+        q_soft = self.cfg.robust.soft_loss_q if stage.robust else 0.0
+
         def hard(logits):
+            if q_hard:
+                return average(generalized_cross_entropy(logits, train_labels, q_hard), ce_w)
             return average(cross_entropy(logits, train_labels, label_smoothing=ls), ce_w)
 
         def soft(logits):
-            return average(soft_cross_entropy(logits, rows["soft_labels"]), soft_w)
+            return average(soft_generalized_cross_entropy(logits, rows["soft_labels"], q_soft),
+                           soft_w)
 
         if stage.weight("ce"):
             terms["ce"] = hard(out["logits"])

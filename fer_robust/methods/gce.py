@@ -26,30 +26,13 @@ What we chose (each a config value):
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
-import torch.nn.functional as F
 
 from fer_robust.config import Config, ConfigError
+from fer_robust.losses.classification import generalized_cross_entropy
 from fer_robust.methods.base import Method, register_method
 
 __all__ = ["generalized_cross_entropy", "GCEMethod"]
-
-
-def generalized_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, q: float,
-                              reduction: Literal["none", "mean"] = "none") -> torch.Tensor:
-    """``(1 - p_y^q) / q`` per sample, with ``p = softmax(logits)``.
-
-    Args:
-        logits: ``(B, C)``.
-        labels: ``(B,)`` int64 class indices.
-        q: in ``[0, 1]``; 0 gives cross-entropy ``-log p_y``.
-        reduction: ``'none'`` gives ``(B,)``; ``'mean'`` the batch mean.
-    """
-    log_p = F.log_softmax(logits.float(), dim=1).gather(1, labels[:, None]).squeeze(1)   # (B,)
-    loss = -log_p if q == 0 else -torch.expm1(q * log_p) / q
-    return loss.mean() if reduction == "mean" else loss
 
 
 @register_method("gce")
