@@ -306,6 +306,11 @@ class RobustConfig:
     clean_loss_q: float = 0.0
     # The same for the relabelled samples' soft_ce: sum_c t_c (1 - p_c^q) / q (0 is soft CE).
     soft_loss_q: float = 0.0
+    # The per-sample pass of the robust stages reads an exponential moving average of the model's
+    # weights with this per-update decay instead of the model (a mean teacher; 0 = the model).
+    # Started at the first robust epoch, updated only in robust epochs; validation and the saved
+    # models stay the trained model's. See fer_robust.engine.teacher.
+    teacher_ema: float = 0.0
 
 
 @dataclass
@@ -540,7 +545,8 @@ RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard"
 #: Settings added after runs were recorded, with the value every earlier run had implicitly. A
 #: config fingerprint leaves such a key out while it holds that value, so the recorded results of
 #: earlier runs still match the configs that reproduce them.
-LATER_KEY_DEFAULTS: dict[str, Any] = {"robust.clean_loss_q": 0.0, "robust.soft_loss_q": 0.0}
+LATER_KEY_DEFAULTS: dict[str, Any] = {"robust.clean_loss_q": 0.0, "robust.soft_loss_q": 0.0,
+                                      "robust.teacher_ema": 0.0}
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -709,6 +715,7 @@ _RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("robust.pass_every", lambda v: v >= 1, ">= 1"),
     ("robust.clean_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("robust.soft_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("robust.teacher_ema", lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
     ("checkpoint_every", lambda v: v >= 1, ">= 1"),
 ]
 

@@ -591,6 +591,32 @@ def test_robust_loss_q_bounds_the_robust_stages_terms_and_leaves_warmup_cross_en
     assert torch.allclose(warm["ce"], cross_entropy(out["logits"], labels).mean())
 
 
+def test_pass_teacher_averages_from_its_start_and_restores_exactly():
+    from fer_robust.engine.teacher import PassTeacher
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    teacher = PassTeacher(0.9)
+    assert not teacher.started and teacher.state_dict() == {}
+    with pytest.raises(RuntimeError):
+        teacher.update(model)
+    teacher.start(model)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    teacher.start(model)                       # a second start keeps the running average
+    teacher.update(model)
+    averaged = teacher.module[0].weight
+    assert torch.allclose(averaged, 0.9 * start["0.weight"] + 0.1 * model[0].weight)
+    assert not teacher.module.training
+    restored = PassTeacher(0.9)
+    restored.load_state_dict(model, teacher.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(),
+                                                 teacher.state_dict().values()))
+    restored.load_state_dict(model, {})         # a checkpoint from before the start
+    assert not restored.started
+
+
 def test_dcl_memory_takes_no_masked_image_without_classify_masked():
     """The DCL memory's per-step update keeps the same images as the classification terms: clean
     ones, minus the MIM-masked ones when ``classify_masked`` is off."""

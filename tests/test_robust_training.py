@@ -81,6 +81,8 @@ def test_two_processes_give_the_same_split_as_one(noisy_run, tmp_path):
     pytest.param(["robust.split.scope=global", "robust.split.loss=class_relative",
                   "robust.pass_hflip=true", "robust.relabel.mix_given=true",
                   "robust.relabel.model_weight=0.5"], id="recipe", marks=pytest.mark.slow),
+    # The pass reads a moving average of the weights (robust.teacher_ema), kept in the checkpoint.
+    pytest.param(["robust.teacher_ema=0.9"], id="teacher"),
 ])
 def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor(tmp_path,
                                                                                  decision):
@@ -124,6 +126,14 @@ def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor
     assert summary["num_relabeled"] == relabeled.sum() == logged["num_relabeled"]
     assert summary["noise_detection"]["f1"] == pytest.approx(logged["split_f1"])
     assert 0 < relabeled.sum() < retrieved.sum()  # the floor leaves some retrieved images out
+    if "robust.teacher_ema=0.9" in decision:
+        # The tool read the average saved in the checkpoint; the trained model's own pass gives
+        # another split: training's pass read the average, not the model.
+        assert summary["pass_teacher"] == str(checkpoint)
+        _, model_rows = tool("robust.teacher_ema=0")
+        assert np.abs(np.array([float(r["clean_prob"]) for r in model_rows])
+                      - saved["clean_prob"]).max() > 1e-2
+        return
     # Without the earlier pass the split differs: the window is what makes the tool match.
     alone, alone_rows = tool("robust.split.loss_window=1")
     assert "loss_history" not in alone

@@ -29,7 +29,8 @@ from the checkpoint saved with the model it runs (:func:`~fer_robust.engine.infe
 checkpoint_of_weights`). On ``--checkpoint RUN/checkpoints/epoch_XXX`` it therefore makes exactly
 the decision training makes at the start of epoch XXX+1 (``samples/epoch_{XXX+1}.npz``) when that
 is a robust epoch. When no checkpoint holds the model (a pruned best epoch) the split fits on this
-pass alone, and the tool says so.
+pass alone, and the tool says so. With ``robust.teacher_ema`` the pass reads the moving average
+kept in that checkpoint, as training's pass did (:mod:`fer_robust.engine.teacher`).
 
 Works under ``accelerate launch`` too: the pass is sharded and gathered by index, and the split and
 the search run once on the main process, so the CSV is the same for any number of processes.
@@ -56,6 +57,7 @@ from fer_robust.data.transforms import build_transform
 from fer_robust.engine.checkpoint import load_trainer_tensors
 from fer_robust.engine.distributed import build_accelerator, run_on_main
 from fer_robust.engine.evaluation import per_sample_pass
+from fer_robust.engine.teacher import TEACHER_PREFIX
 from fer_robust.engine.inference import (checkpoint_of_weights, load_trained_model,
                                          resolve_checkpoint)
 from fer_robust.robust.gmm_split import LossHistory
@@ -135,6 +137,23 @@ def earlier_losses(cfg: Config, run_dir: Path, weights: Path, num_samples: int
                              .numpy()})
     return history, {"window": window, "earlier_passes": min(len(history), window - 1),
                      "checkpoint": str(folder)}
+
+
+def pass_model(cfg: Config, run_dir: Path, weights: Path, model) -> tuple[object, dict | None]:
+    """The model training's pass read: with ``robust.teacher_ema`` the moving average saved in the
+    checkpoint of ``weights`` (see :mod:`fer_robust.engine.teacher`), loaded into ``model``;
+    otherwise ``model``. Returns it and, with a teacher, a note for ``summary.json``."""
+    if cfg.robust.teacher_ema <= 0:
+        return model, None
+    folder = checkpoint_of_weights(run_dir, weights)
+    state = load_trainer_tensors(folder, TEACHER_PREFIX) if folder is not None else {}
+    if not state:
+        print(f"relabel: no moving average (robust.teacher_ema) is kept with {weights.name}, so "
+              "the pass reads the trained model (training's pass read the average)",
+              file=sys.stderr)
+        return model, {"teacher": None}
+    model.load_state_dict(state)
+    return model, {"teacher": str(folder)}
 
 
 def decide(model, dataset: FERDataset, cfg: Config, history: LossHistory, accelerator: Accelerator,
@@ -221,6 +240,7 @@ def main(argv=None) -> dict:
                               "peer's own per-sample record is in its samples/epoch_XXX.npz")
         dataset, true_labels = training_split(cfg, run_dir)
         history, history_note = earlier_losses(cfg, run_dir, weights, len(dataset))
+        model, teacher_note = pass_model(cfg, run_dir, weights, model)
         accelerator = build_accelerator(cfg.mixed_precision, cpu=args.cpu)
         decision = decide(model, dataset, cfg, history, accelerator, args.batch_size,
                           len(class_names))
@@ -234,6 +254,8 @@ def main(argv=None) -> dict:
                    **summarize(decision, dataset, true_labels, class_names)}
         if history_note is not None:
             summary["loss_history"] = history_note
+        if teacher_note is not None:
+            summary["pass_teacher"] = teacher_note["teacher"]
         atomic_write_json(out / "summary.json", summary)
         shown = most_changed(decision, dataset.targets, args.grid)
         if shown.size:

@@ -45,6 +45,7 @@ from fer_robust.engine.protocol import has_validation, protocol_banner, selectio
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, StageInputs, build_stage
+from fer_robust.engine.teacher import TEACHER_PREFIX, PassTeacher
 from fer_robust.losses.classification import (cross_entropy, generalized_cross_entropy,
                                             soft_generalized_cross_entropy, weighted_mean)
 from fer_robust.methods import build_method
@@ -197,6 +198,9 @@ class Trainer:
         # The losses of the earlier passes (robust.split.loss_window). The decision that appends to
         # it runs on the main process, the one that saves it with each checkpoint.
         self.loss_history = LossHistory(len(self.train_set), cfg.robust.split.loss_window)
+        # The moving average the robust stages' pass reads (robust.teacher_ema), started at the
+        # first robust epoch.
+        self.teacher = PassTeacher(cfg.robust.teacher_ema) if cfg.robust.teacher_ema > 0 else None
 
         (self.model, self.optimizer, self.train_loader,
          self.pass_loader) = acc.prepare(self.model, optimizer, train_loader, pass_loader)
@@ -271,6 +275,9 @@ class Trainer:
         if self.dcl is not None:
             tensors.update({f"dcl.{k}": v for k, v in self.dcl.state_dict().items()})
         tensors.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
+        if self.teacher is not None:
+            tensors.update({f"{TEACHER_PREFIX}{k}": v
+                            for k, v in self.teacher.state_dict().items()})
         return tensors
 
     def _resume_point(self) -> ResumePoint:
@@ -315,6 +322,9 @@ class Trainer:
         if self.dcl is not None:
             self.dcl.load_state_dict(section("dcl."))
         self.method.load_state_dict(section("method."))
+        if self.teacher is not None:
+            self.teacher.load_state_dict(self.accelerator.unwrap_model(self.model),
+                                         section(TEACHER_PREFIX))
         self.start_epoch = scalars["epoch"] + 1
         self.num_updates = scalars["num_updates"]
         self.best = scalars["best"]
@@ -435,6 +445,8 @@ class Trainer:
         over; after the stage's decision it refills DCL's memory with the clean samples'
         embeddings and saves the per-sample state (``samples/epoch_XXX.npz``).
         """
+        if self.teacher is not None and stage.robust:
+            self.teacher.start(self.accelerator.unwrap_model(self.model))
         sample_pass = self.run_sample_pass() if stage.needs_sample_pass(epoch) else None
         metrics = stage.on_epoch_start(StageInputs(
             epoch, self.sample_state, self.cfg.robust, self.num_classes,
@@ -456,7 +468,11 @@ class Trainer:
         return metrics
 
     def run_sample_pass(self) -> SamplePassResult:
-        return per_sample_pass(self.model, self.pass_loader, self.accelerator,
+        """The pass the robust decision reads: the model's, or its moving average's once that has
+        started (``robust.teacher_ema``)."""
+        model = self.teacher.module if self.teacher is not None and self.teacher.started \
+            else self.model
+        return per_sample_pass(model, self.pass_loader, self.accelerator,
                                progress=self.cfg.progress_bar, hflip=self.cfg.robust.pass_hflip)
 
     def _refill_dcl_memory(self, sample_pass: SamplePassResult, epoch: int) -> None:
@@ -573,6 +589,8 @@ class Trainer:
             if acc.sync_gradients:
                 self.num_updates += 1
                 self.scheduler.step_update(num_updates=self.num_updates)
+                if self.teacher is not None and stage.robust:
+                    self.teacher.update(acc.unwrap_model(self.model))
             # The method's decision about the batch (SCN: relabel), on the labels it trained on.
             self.method.after_step(out, torch.from_numpy(
                 self.sample_state.train_labels[index.cpu().numpy()]).to(labels.device), index,
