@@ -479,6 +479,22 @@ def test_masked_images_count_for_no_classification_term_without_classify_masked(
     assert unmasked["mim"] == every["mim"]
 
 
+def six_clean_two_relabelled(n: int, k: int):
+    """Random labels for a batch of ``n`` (n >= 8) and a sample state whose last two samples
+    train on random soft labels, the others on their given labels: labels, index, the clean mask,
+    the state and the soft labels."""
+    from fer_robust.engine.sample_state import SampleState
+
+    labels, index = torch.randint(0, k, (n,)), torch.arange(n)
+    clean = torch.arange(n) < n - 2
+    state = SampleState(given_labels=labels.numpy(), num_classes=k)
+    state.ce_weight[:] = clean.numpy()
+    state.soft_weight[:] = (~clean).numpy()
+    soft_targets = torch.softmax(torch.randn(n, k), 1)
+    state.soft_labels[:] = soft_targets.numpy()
+    return labels, index, clean, state, soft_targets
+
+
 def test_loss_normalization_batch_weighs_every_sample_alike():
     """``robust.loss_normalization``: "group" averages ce over the clean samples and soft_ce over
     the relabelled ones; "batch" divides both by the batch size, so their sum is a plain mean over
@@ -486,20 +502,13 @@ def test_loss_normalization_batch_weighs_every_sample_alike():
     from types import SimpleNamespace
 
     from fer_robust.config import Config, StageConfig
-    from fer_robust.engine.sample_state import SampleState
     from fer_robust.engine.stages import build_stage
     from fer_robust.engine.trainer import Trainer
     from fer_robust.methods import build_method
 
     torch.manual_seed(0)
     n, k = 8, 4
-    labels, index = torch.randint(0, k, (n,)), torch.arange(n)
-    clean = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
-    state = SampleState(given_labels=labels.numpy(), num_classes=k)
-    state.ce_weight[:] = clean.numpy()
-    state.soft_weight[:] = (~clean).numpy()
-    soft_targets = torch.softmax(torch.randn(n, k), 1)
-    state.soft_labels[:] = soft_targets.numpy()
+    labels, index, clean, state, soft_targets = six_clean_two_relabelled(n, k)
     out = {"logits": torch.randn(n, k)}
     stage = build_stage(StageConfig(kind="semi_supervised",
                                     loss_weights={"ce": 1.0, "soft_ce": 1.0}), 0)
@@ -552,20 +561,13 @@ def test_robust_loss_q_bounds_the_robust_stages_terms_and_leaves_warmup_cross_en
     from types import SimpleNamespace
 
     from fer_robust.config import Config, StageConfig
-    from fer_robust.engine.sample_state import SampleState
     from fer_robust.engine.stages import build_stage
     from fer_robust.engine.trainer import Trainer
     from fer_robust.methods import build_method
 
     torch.manual_seed(0)
     n, k, q = 8, 4, 0.7
-    labels, index = torch.randint(0, k, (n,)), torch.arange(n)
-    clean = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0], dtype=torch.bool)
-    state = SampleState(given_labels=labels.numpy(), num_classes=k)
-    state.ce_weight[:] = clean.numpy()
-    state.soft_weight[:] = (~clean).numpy()
-    soft_targets = torch.softmax(torch.randn(n, k), 1)
-    state.soft_labels[:] = soft_targets.numpy()
+    labels, index, clean, state, soft_targets = six_clean_two_relabelled(n, k)
     out = {"logits": torch.randn(n, k) * 3, "local_logits": torch.randn(n, k) * 3}
     weights = {"ce": 1.0, "local_ce": 0.5, "soft_ce": 1.0}
     cfg = Config()
