@@ -53,6 +53,19 @@ def test_fingerprints_leave_out_later_keys_at_the_value_earlier_runs_had():
     assert benchmark_cli.result_relevant(bounded)[key] == 0.7
 
 
+def test_a_run_directory_replaced_after_planning_is_refused_not_trained(tmp_path):
+    from fer_robust.config import save_config
+
+    cfg = run_config("sym30", "full")
+    run_dir = tmp_path / "runs" / "sym30-full"
+    run_dir.mkdir(parents=True)
+    other = run_config("sym30", "full", overrides=["robust.teacher_ema=0.5"])
+    save_config(other, run_dir / "config.yaml")
+    with pytest.raises(ConfigError, match="robust.teacher_ema"):
+        benchmark_cli.run_one(cfg, run_dir, cpu=True, accelerator_holder=[])
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
 def test_settings_and_sizes():
     assert run_config("clean", "full").data.noise.type == "none"
     assert run_config("annotator", "full").data.noise.type == "annotator"

@@ -174,7 +174,12 @@ def check_same_config(cfg, run_dir: Path) -> None:
 
 
 def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
-    """Train one run (continuing it from its last checkpoint if it has one); its summary."""
+    """Train one run (continuing it from its last checkpoint if it has one); its summary.
+
+    The run directory's config is checked again here, not only when the benchmark was planned:
+    a directory replaced while earlier runs trained (another process, a branch) is refused rather
+    than continued with this config."""
+    check_same_config(cfg, run_dir)
     if run_dir.exists() and latest_checkpoint(run_dir) is None:
         # Cut short before its first checkpoint: nothing to continue from.
         state = PartialState()
