@@ -542,11 +542,11 @@ RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard"
                                  "optim.eval_batch_size"})
 
 
-#: Settings added after runs were recorded, with the value every earlier run had implicitly. A
-#: config fingerprint leaves such a key out while it holds that value, so the recorded results of
-#: earlier runs still match the configs that reproduce them.
-LATER_KEY_DEFAULTS: dict[str, Any] = {"robust.clean_loss_q": 0.0, "robust.soft_loss_q": 0.0,
-                                      "robust.teacher_ema": 0.0}
+#: Settings added after runs were recorded; their defaults are what every earlier run had
+#: implicitly. A config fingerprint leaves such a key out while it holds its default
+#: (``LATER_KEY_DEFAULTS``, derived from the dataclasses), so the recorded results of earlier runs
+#: still match the configs that reproduce them.
+LATER_KEYS = ("robust.clean_loss_q", "robust.soft_loss_q", "robust.teacher_ema")
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -812,3 +812,7 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically)."""
     from fer_robust.utils import atomic_write_text
     atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+#: ``{key: default}`` of :data:`LATER_KEYS`, read from the dataclasses' defaults.
+LATER_KEY_DEFAULTS: dict[str, Any] = {k: flatten_config(Config())[k] for k in LATER_KEYS}

@@ -139,21 +139,22 @@ def earlier_losses(cfg: Config, run_dir: Path, weights: Path, num_samples: int
                      "checkpoint": str(folder)}
 
 
-def pass_model(cfg: Config, run_dir: Path, weights: Path, model) -> tuple[object, dict | None]:
+def pass_model(cfg: Config, run_dir: Path, weights: Path, model) -> tuple[object, dict]:
     """The model training's pass read: with ``robust.teacher_ema`` the moving average saved in the
     checkpoint of ``weights`` (see :mod:`fer_robust.engine.teacher`), loaded into ``model``;
-    otherwise ``model``. Returns it and, with a teacher, a note for ``summary.json``."""
+    otherwise ``model``. Returns it and what ``summary.json`` records of it (with a teacher,
+    ``pass_teacher``: the checkpoint read, or None)."""
     if cfg.robust.teacher_ema <= 0:
-        return model, None
+        return model, {}
     folder = checkpoint_of_weights(run_dir, weights)
     state = load_trainer_tensors(folder, TEACHER_PREFIX) if folder is not None else {}
     if not state:
         print(f"relabel: no moving average (robust.teacher_ema) is kept with {weights.name}, so "
               "the pass reads the trained model (training's pass read the average)",
               file=sys.stderr)
-        return model, {"teacher": None}
+        return model, {"pass_teacher": None}
     model.load_state_dict(state)
-    return model, {"teacher": str(folder)}
+    return model, {"pass_teacher": str(folder)}
 
 
 def decide(model, dataset: FERDataset, cfg: Config, history: LossHistory, accelerator: Accelerator,
@@ -254,8 +255,7 @@ def main(argv=None) -> dict:
                    **summarize(decision, dataset, true_labels, class_names)}
         if history_note is not None:
             summary["loss_history"] = history_note
-        if teacher_note is not None:
-            summary["pass_teacher"] = teacher_note["teacher"]
+        summary.update(teacher_note)
         atomic_write_json(out / "summary.json", summary)
         shown = most_changed(decision, dataset.targets, args.grid)
         if shown.size:

@@ -24,6 +24,14 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
 
 
+def _normalized_targets(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:
+    """``soft_targets`` in float32 with each row summing to 1 (rows of zeros stay zero)."""
+    if logits.shape != soft_targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and soft_targets {tuple(soft_targets.shape)} differ")
+    targets = soft_targets.float()
+    return targets / targets.sum(1, keepdim=True).clamp_min(1e-12)
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
                   reduction: Literal["none", "mean", "sum"] = "none") -> torch.Tensor:
     """Cross-entropy with hard labels.
@@ -75,10 +83,7 @@ def soft_generalized_cross_entropy(logits: torch.Tensor, soft_targets: torch.Ten
     """
     if q == 0:
         return soft_cross_entropy(logits, soft_targets, reduction)
-    if logits.shape != soft_targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and soft_targets {tuple(soft_targets.shape)} differ")
-    targets = soft_targets.float()
-    targets = targets / targets.sum(1, keepdim=True).clamp_min(1e-12)
+    targets = _normalized_targets(logits, soft_targets)
     loss = (targets * -torch.expm1(q * F.log_softmax(logits.float(), dim=1)) / q).sum(1)
     return _reduce(loss, reduction)
 
@@ -93,10 +98,7 @@ def soft_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor,
             zero loss) so sharpened or truncated targets need no care from the caller.
         reduction: ``'none'`` gives (B,) per-sample losses.
     """
-    if logits.shape != soft_targets.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and soft_targets {tuple(soft_targets.shape)} differ")
-    targets = soft_targets.float()
-    targets = targets / targets.sum(1, keepdim=True).clamp_min(1e-12)
+    targets = _normalized_targets(logits, soft_targets)
     # Computed in float32: log_softmax under fp16 autocast loses the small target probabilities.
     loss = -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
     return _reduce(loss, reduction)
