@@ -311,6 +311,11 @@ class RobustConfig:
     # Started at the first robust epoch, updated only in robust epochs; validation and the saved
     # models stay the trained model's. See fer_robust.engine.teacher.
     teacher_ema: float = 0.0
+    # Beta(alpha, alpha) of mixup in the robust stages (DivideMix's; 0 = off): every batch trains
+    # on mixtures of its images, each term mixed as a loss with its own targets and weights, so
+    # the wrongly labelled images the split keeps are memorised slowly. Neither paper mixes. See
+    # fer_robust.engine.mixup.
+    mixup_alpha: float = 0.0
 
 
 @dataclass
@@ -546,7 +551,8 @@ RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard"
 #: implicitly. A config fingerprint leaves such a key out while it holds its default
 #: (``LATER_KEY_DEFAULTS``, derived from the dataclasses), so the recorded results of earlier runs
 #: still match the configs that reproduce them.
-LATER_KEYS = ("robust.clean_loss_q", "robust.soft_loss_q", "robust.teacher_ema")
+LATER_KEYS = ("robust.clean_loss_q", "robust.soft_loss_q", "robust.teacher_ema",
+              "robust.mixup_alpha")
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -716,6 +722,7 @@ _RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("robust.clean_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("robust.soft_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("robust.teacher_ema", lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
+    ("robust.mixup_alpha", lambda v: v >= 0, ">= 0 (0 = off)"),
     ("checkpoint_every", lambda v: v >= 1, ">= 1"),
 ]
 

@@ -66,6 +66,22 @@ def test_a_run_directory_replaced_after_planning_is_refused_not_trained(tmp_path
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
 
 
+def test_a_table_only_run_unfinished_at_its_turn_is_left_out_not_trained(tmp_path, monkeypatch,
+                                                                         capsys):
+    """A run planned for the table alone (finished at planning, not requested) whose directory is
+    unfinished when its turn comes, e.g. another process is training it, is not trained."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run that was not requested was trained")
+
+    monkeypatch.setattr(benchmark_cli, "run_one", refuse)
+    cfg = run_config("sym30", "full")
+    (tmp_path / "runs" / "sym30-full").mkdir(parents=True)
+    results = benchmark_cli.run_all(["sym30-full"], {"sym30-full": cfg}, tmp_path, header={},
+                                    cpu=True, trainable=set())
+    assert results == {}
+    assert "sym30-full: listed for the table as finished" in capsys.readouterr().out
+
+
 def test_settings_and_sizes():
     assert run_config("clean", "full").data.noise.type == "none"
     assert run_config("annotator", "full").data.noise.type == "annotator"

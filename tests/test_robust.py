@@ -593,6 +593,72 @@ def test_robust_loss_q_bounds_the_robust_stages_terms_and_leaves_warmup_cross_en
     assert torch.allclose(warm["ce"], cross_entropy(out["logits"], labels).mean())
 
 
+def test_mixup_trains_each_term_on_the_mixture_of_its_own_and_its_partners_targets():
+    """``robust.mixup_alpha``: image i is mixed with image B-1-i at weight lam, and every
+    classification term becomes lam * term(own targets) + (1 - lam) * term(partner's targets),
+    each with its own weight (the clean set's hard label, the relabelled set's soft label); at
+    lam = 1 nothing changes."""
+    from types import SimpleNamespace
+
+    from fer_robust.config import Config, StageConfig
+    from fer_robust.engine.mixup import mix_images
+    from fer_robust.engine.stages import build_stage
+    from fer_robust.engine.trainer import Trainer
+    from fer_robust.methods import build_method
+
+    torch.manual_seed(0)
+    n, k, lam = 8, 4, 0.7
+    labels, index, clean, state, soft_targets = six_clean_two_relabelled(n, k)
+    out = {"logits": torch.randn(n, k) * 3, "local_logits": torch.randn(n, k) * 3}
+    stage = build_stage(StageConfig(kind="semi_supervised",
+                                    loss_weights={"ce": 1.0, "local_ce": 0.5, "soft_ce": 1.0}), 0)
+    cfg = Config()
+    cfg.robust.loss_normalization = "batch"
+    stub = SimpleNamespace(cfg=cfg, sample_state=state, dcl=None, method=build_method(cfg, n, k))
+
+    mixed = Trainer.compute_losses(stub, out, labels, index, stage, lam)
+    partner = torch.arange(n - 1, -1, -1)
+    w_clean, w_soft = clean.float(), (~clean).float()
+    for term, logits in (("ce", out["logits"]), ("local_ce", out["local_logits"])):
+        own = (cross_entropy(logits, labels) * w_clean).mean()
+        other = (cross_entropy(logits, labels[partner]) * w_clean[partner]).mean()
+        assert torch.allclose(mixed[term], lam * own + (1 - lam) * other)
+    expected_soft = sum(
+        lam * (soft_cross_entropy(out[key], soft_targets) * w_soft).mean()
+        + (1 - lam) * (soft_cross_entropy(out[key], soft_targets[partner]) * w_soft[partner]).mean()
+        for key in ("logits", "local_logits"))
+    assert torch.allclose(mixed["soft_ce"], expected_soft)
+    # The two relabelled images are the last two; mixed, the first two images' losses carry
+    # their soft labels too: the term is not the un-mixed one.
+    plain = Trainer.compute_losses(stub, out, labels, index, stage)
+    assert not torch.allclose(mixed["soft_ce"], plain["soft_ce"])
+    unmixed = Trainer.compute_losses(stub, out, labels, index, stage, 1.0)
+    assert all(torch.allclose(unmixed[t], plain[t]) for t in plain)
+
+    images = torch.randn(5, 3, 4, 4)
+    assert torch.allclose(mix_images(images, lam), lam * images + (1 - lam) * images.flip(0))
+    assert torch.equal(mix_images(images, 1.0), images)
+
+
+def test_batch_mixer_weights_favour_the_own_image_and_repeat_per_epoch_and_process():
+    from fer_robust.engine.mixup import BatchMixer
+
+    mixer = BatchMixer(1.0, seed=3)
+
+    def epoch_weights(epoch, process=0):
+        mixer.start_epoch(epoch, process)
+        return [mixer.draw() for _ in range(200)]
+
+    first = epoch_weights(4)
+    assert min(first) >= 0.5 and max(first) <= 1.0
+    # Beta(1, 1) folded onto [0.5, 1] is uniform there: mean 0.75.
+    assert abs(np.mean(first) - 0.75) < 0.03
+    assert epoch_weights(4) == first
+    assert epoch_weights(5) != first and epoch_weights(4, process=1) != first
+    with pytest.raises(ValueError, match="mixup_alpha"):
+        BatchMixer(0.0, seed=3)
+
+
 def test_pass_teacher_averages_from_its_start_and_restores_exactly():
     from fer_robust.engine.teacher import PassTeacher
 

@@ -82,8 +82,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, capsys):
               "data.sampler=mrr",
               "data.noise.type=symmetric", "data.noise.rate=0.3",
               # The robust epochs' pass reads a moving average of the weights, which the
-              # checkpoints carry: the resumed run must continue it, not restart it.
-              "robust.teacher_ema=0.9"]
+              # checkpoints carry: the resumed run must continue it, not restart it; and the
+              # robust epochs mix their batches, with weights the resumed run must draw again.
+              "robust.teacher_ema=0.9", "robust.mixup_alpha=1.0"]
     train_cli.main([*common, f"output_dir={tmp_path / 'full'}"])
     train_cli.main([*common, f"output_dir={tmp_path / 'cut'}", "--stop-after-epoch", "1"])
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 2
@@ -108,6 +109,32 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, capsys):
                         f"output_dir={tmp_path / 'refused'}", "--branch-from", warmup_end])
     assert "['optim.lr']" in capsys.readouterr().err
     assert not (tmp_path / "refused").exists()
+
+
+def test_mixup_mixes_the_robust_epochs_batches_only(tmp_path, monkeypatch):
+    """``robust.mixup_alpha``: every batch of a robust epoch is mixed, no warm-up batch is, and
+    the warm-up trains exactly as without it."""
+    import fer_robust.engine.trainer as trainer_module
+
+    weights = []
+    mix = trainer_module.mix_images
+
+    def recording_mix(images, lam):
+        weights.append(lam)
+        return mix(images, lam)
+
+    monkeypatch.setattr(trainer_module, "mix_images", recording_mix)
+    common = ["--config", DEMO, *FAST, *two_stage((1, 1))]
+    train_cli.main([*common, "robust.mixup_alpha=1.0", f"output_dir={tmp_path / 'mixed'}"])
+    mixed = read_metrics(tmp_path / "mixed")
+    batches_per_epoch = len(weights)
+    assert batches_per_epoch > 0 and all(0.5 <= w <= 1.0 for w in weights)
+    weights.clear()
+    train_cli.main([*common, f"output_dir={tmp_path / 'plain'}"])
+    assert weights == []
+    plain = read_metrics(tmp_path / "plain")
+    assert_same_epochs(mixed[:1], plain[:1])
+    assert mixed[1]["loss"] != pytest.approx(plain[1]["loss"], rel=1e-3)
 
 
 def test_config_typo_is_a_clear_error_and_writes_nothing(tmp_path):

@@ -234,11 +234,12 @@ def _has_test_split(cfg) -> bool:
 
 
 def plan_configs(args: argparse.Namespace, out: Path, recorded: dict | None = None
-                 ) -> tuple[list[str], dict[str, Config]]:
-    """The runs of the table, in training order, and each one's config: the requested ones, then
-    the finished runs trained earlier into ``out`` for other settings or ablations (they join the
-    table). Like the requested ones they must come from this recipe, size and overrides: every run
-    directory is checked against its config before anything trains."""
+                 ) -> tuple[list[str], dict[str, Config], set[str]]:
+    """The runs of the table, in training order, each one's config, and the requested runs (the
+    only ones that may train): the requested ones first, then the finished runs trained earlier
+    into ``out`` for other settings or ablations (they join the table). Like the requested ones
+    they must come from this recipe, size and overrides: every run directory is checked against
+    its config before anything trains."""
     if not args.config.is_file():
         raise FileNotFoundError(f"recipe not found: {args.config}")
     ablations = list(ABLATIONS) if args.ablation == ["all"] else list(dict.fromkeys(args.ablation))
@@ -273,7 +274,8 @@ def plan_configs(args: argparse.Namespace, out: Path, recorded: dict | None = No
             earlier.append(name)
     for name, cfg in configs.items():  # all checked before anything is trained
         check_same_config(cfg, out / "runs" / name)
-    return [*(spec.name for spec in specs), *earlier], configs
+    requested = [spec.name for spec in specs]
+    return [*requested, *earlier], configs, set(requested)
 
 
 def previous_summaries(results_file: Path) -> dict:
@@ -322,10 +324,13 @@ def recorded_summary(cfg, run_dir: Path, recorded: dict, name: str) -> dict | No
 
 
 def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dict,
-            cpu: bool, recorded: dict | None = None) -> dict:
+            cpu: bool, recorded: dict | None = None, trainable: set[str] | None = None) -> dict:
     """Train every unfinished run in order (summarising each and rewriting the results after
     it); a finished run's summary is recomputed from its files, or, without its run directory,
     taken from ``recorded`` (an earlier results file) when its config fingerprint matches.
+    Only the runs in ``trainable`` (all when None: the requested ones) are trained; a run listed
+    for the table alone that is unfinished by the time its turn comes (another process is
+    training it, or it was replaced) is left out of the table, never trained here.
     Returns the summaries (on the main process; empty elsewhere)."""
     is_main = PartialState().is_main_process
     previous = previous_summaries(out / "results.json")
@@ -345,6 +350,11 @@ def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dic
             if is_main:
                 results[name] = summarize_finished(cfg, run_dir, previous.get(name), cpu)
                 print(f"[benchmark] {name}: finished earlier, summary recomputed from its files")
+            continue
+        if trainable is not None and name not in trainable:
+            if is_main:
+                print(f"[benchmark] {name}: listed for the table as finished, but {run_dir} is "
+                      "unfinished now; left out (not requested, so not trained here)", flush=True)
             continue
         print(f"[benchmark] {name}: training -> {run_dir}", flush=True)
         t0 = time.perf_counter()
@@ -368,9 +378,9 @@ def main(argv=None) -> dict:
         recorded_file = args.results_from or (repo_root() / "benchmarks" / "results"
                                               / f"benchmark_ferplus_{args.size}.json")
         recorded = previous_summaries(recorded_file)
-        names, configs = plan_configs(args, out, recorded)
+        names, configs, requested = plan_configs(args, out, recorded)
         header = results_header(args, argv, configs)
-        results = run_all(names, configs, out, header, args.cpu, recorded)
+        results = run_all(names, configs, out, header, args.cpu, recorded, trainable=requested)
         if not PartialState().is_main_process or not results:
             return {}
         comparison = write_results(out, header, results)

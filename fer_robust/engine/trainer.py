@@ -45,6 +45,7 @@ from fer_robust.engine.protocol import has_validation, protocol_banner, selectio
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, StageInputs, build_stage
+from fer_robust.engine.mixup import BatchMixer, mix_images
 from fer_robust.engine.teacher import TEACHER_PREFIX, PassTeacher
 from fer_robust.losses.classification import (cross_entropy, generalized_cross_entropy,
                                             soft_generalized_cross_entropy, weighted_mean)
@@ -127,6 +128,42 @@ def _fit_figures(counts: torch.Tensor, noise_known: bool, prefix: str = "") -> d
     return out
 
 
+def classification_terms(cfg: Config, out: dict, rows: dict[str, torch.Tensor],
+                         keep: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
+    """ce, local_ce and soft_ce of :meth:`Trainer.compute_losses` against the targets ``rows``
+    (:meth:`SampleState.batch_targets`), counting only the images ``keep`` marks."""
+    train_labels = rows["labels"]
+    ce_w, soft_w = rows["ce_weight"] * keep, rows["soft_weight"] * keep
+    ls = cfg.optim.label_smoothing
+    per_batch = cfg.robust.loss_normalization == "batch"
+
+    def average(loss, weights):
+        return (loss * weights).mean() if per_batch else weighted_mean(loss, weights)
+
+    q_hard = cfg.robust.clean_loss_q if stage.robust else 0.0
+    q_soft = cfg.robust.soft_loss_q if stage.robust else 0.0
+
+    def hard(logits):
+        if q_hard:
+            return average(generalized_cross_entropy(logits, train_labels, q_hard), ce_w)
+        return average(cross_entropy(logits, train_labels, label_smoothing=ls), ce_w)
+
+    def soft(logits):
+        return average(soft_generalized_cross_entropy(logits, rows["soft_labels"], q_soft),
+                       soft_w)
+
+    terms: dict[str, torch.Tensor] = {}
+    if stage.weight("ce"):
+        terms["ce"] = hard(out["logits"])
+    if stage.weight("local_ce") and "local_logits" in out:
+        terms["local_ce"] = hard(out["local_logits"])
+    if stage.weight("soft_ce"):
+        terms["soft_ce"] = soft(out["logits"])
+        if "local_logits" in out:
+            terms["soft_ce"] = terms["soft_ce"] + soft(out["local_logits"])
+    return terms
+
+
 class Trainer:
     """Runs ``cfg.stages`` on ``cfg.data`` with ``cfg.model``, writing everything to ``run_dir``.
 
@@ -201,6 +238,9 @@ class Trainer:
         # The moving average the robust stages' pass reads (robust.teacher_ema), started at the
         # first robust epoch.
         self.teacher = PassTeacher(cfg.robust.teacher_ema) if cfg.robust.teacher_ema > 0 else None
+        # Mixup of the robust stages' batches (robust.mixup_alpha).
+        self.mixer = (BatchMixer(cfg.robust.mixup_alpha, cfg.seed)
+                      if cfg.robust.mixup_alpha > 0 else None)
 
         (self.model, self.optimizer, self.train_loader,
          self.pass_loader) = acc.prepare(self.model, optimizer, train_loader, pass_loader)
@@ -496,7 +536,7 @@ class Trainer:
         return classification_metrics(logits, labels, self.class_names)
 
     def compute_losses(self, out: dict, labels: torch.Tensor, index: torch.Tensor,
-                       stage: Stage) -> dict[str, torch.Tensor]:
+                       stage: Stage, mix_weight: float | None = None) -> dict[str, torch.Tensor]:
         """Every loss term the stage weights, each a scalar tensor: the trainer's own, below, and
         the method's (:meth:`fer_robust.methods.base.Method.own_loss_terms`).
 
@@ -515,40 +555,22 @@ class Trainer:
         dcl: distribution contrastive loss on clean samples' embeddings.
 
         ``labels`` are the loader's (given) labels, which DCL's class statistics use.
+
+        ``mix_weight``: the images were mixed with the reversed batch at this weight
+        (:func:`fer_robust.engine.mixup.mix_images`): each classification term is
+        ``lam * term(rows) + (1 - lam) * term(the partners' rows)``; DCL and the method's own terms
+        read the dominant (own) image's labels.
         """
         rows = self.sample_state.batch_targets(index, labels.device)
         train_labels = rows["labels"]
         keep = classified_mask(out, len(labels), self.cfg.model.mim.classify_masked)
         keep = keep.to(rows["ce_weight"].dtype)
-        ce_w, soft_w = rows["ce_weight"] * keep, rows["soft_weight"] * keep
-        ls = self.cfg.optim.label_smoothing
-        terms: dict[str, torch.Tensor] = {}
-
-        per_batch = self.cfg.robust.loss_normalization == "batch"
-
-        def average(loss, weights):
-            return (loss * weights).mean() if per_batch else weighted_mean(loss, weights)
-
-        q_hard = self.cfg.robust.clean_loss_q if stage.robust else 0.0
-        q_soft = self.cfg.robust.soft_loss_q if stage.robust else 0.0
-
-        def hard(logits):
-            if q_hard:
-                return average(generalized_cross_entropy(logits, train_labels, q_hard), ce_w)
-            return average(cross_entropy(logits, train_labels, label_smoothing=ls), ce_w)
-
-        def soft(logits):
-            return average(soft_generalized_cross_entropy(logits, rows["soft_labels"], q_soft),
-                           soft_w)
-
-        if stage.weight("ce"):
-            terms["ce"] = hard(out["logits"])
-        if stage.weight("local_ce") and "local_logits" in out:
-            terms["local_ce"] = hard(out["local_logits"])
-        if stage.weight("soft_ce"):
-            terms["soft_ce"] = soft(out["logits"])
-            if "local_logits" in out:
-                terms["soft_ce"] = terms["soft_ce"] + soft(out["local_logits"])
+        ce_w = rows["ce_weight"] * keep
+        terms = classification_terms(self.cfg, out, rows, keep, stage)
+        if mix_weight is not None:
+            partner = classification_terms(self.cfg, out, {k: v.flip(0) for k, v in rows.items()},
+                                           keep, stage)
+            terms = {k: mix_weight * v + (1.0 - mix_weight) * partner[k] for k, v in terms.items()}
         if stage.weight("mim") and "mim_loss" in out:
             terms["mim"] = out["mim_loss"]
         if stage.weight("dcl") and self.dcl is not None:
@@ -572,10 +594,16 @@ class Trainer:
         changed = self.sample_state.changed_mask
         bar = tqdm(self.train_loader, desc=f"epoch {epoch} [{stage.name}]", leave=False,
                    disable=not (cfg.progress_bar and acc.is_local_main_process))
+        mixer = self.mixer if stage.robust else None
+        if mixer is not None:
+            mixer.start_epoch(epoch, acc.process_index)
         for step, (images, labels, index) in enumerate(bar):
+            mix_weight = mixer.draw() if mixer is not None else None
+            if mix_weight is not None:
+                images = mix_images(images, mix_weight)
             with acc.accumulate(self.model):
                 out = self.method.forward(self.model, images, use_mim)
-                terms = self.compute_losses(out, labels, index, stage)
+                terms = self.compute_losses(out, labels, index, stage, mix_weight)
                 for name, value in terms.items():
                     if not torch.isfinite(value):
                         raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: "
