@@ -69,17 +69,33 @@ def test_a_run_directory_replaced_after_planning_is_refused_not_trained(tmp_path
 def test_a_table_only_run_unfinished_at_its_turn_is_left_out_not_trained(tmp_path, monkeypatch,
                                                                          capsys):
     """A run planned for the table alone (finished at planning, not requested) whose directory is
-    unfinished when its turn comes, e.g. another process is training it, is not trained."""
+    unfinished when its turn comes, e.g. another process is training it, is not trained; one
+    replaced by a finished run of another config is not summarised as this config's."""
+    from fer_robust.config import save_config
+
     def refuse(*args, **kwargs):
-        raise AssertionError("a run that was not requested was trained")
+        raise AssertionError("a run that was not requested was trained or summarised")
 
     monkeypatch.setattr(benchmark_cli, "run_one", refuse)
+    monkeypatch.setattr(benchmark_cli, "summarize_finished", refuse)
     cfg = run_config("sym30", "full")
     (tmp_path / "runs" / "sym30-full").mkdir(parents=True)
     results = benchmark_cli.run_all(["sym30-full"], {"sym30-full": cfg}, tmp_path, header={},
                                     cpu=True, trainable=set())
     assert results == {}
     assert "sym30-full: listed for the table as finished" in capsys.readouterr().out
+
+    replaced = tmp_path / "runs" / "sym30-full"
+    save_config(run_config("sym30", "full", overrides=["robust.mixup_alpha=1.0"]),
+                replaced / "config.yaml")
+    (replaced / "final_fit.json").write_text("{}")
+    results = benchmark_cli.run_all(["sym30-full"], {"sym30-full": cfg}, tmp_path, header={},
+                                    cpu=True, trainable=set())
+    assert results == {}
+    assert "holds a run of another config now" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="robust.mixup_alpha"):  # a requested one: an error
+        benchmark_cli.run_all(["sym30-full"], {"sym30-full": cfg}, tmp_path, header={}, cpu=True,
+                              trainable={"sym30-full"})
 
 
 def test_settings_and_sizes():

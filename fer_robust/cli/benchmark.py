@@ -330,7 +330,9 @@ def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dic
     taken from ``recorded`` (an earlier results file) when its config fingerprint matches.
     Only the runs in ``trainable`` (all when None: the requested ones) are trained; a run listed
     for the table alone that is unfinished by the time its turn comes (another process is
-    training it, or it was replaced) is left out of the table, never trained here.
+    training it) or holds another config by then (it was replaced) is left out of the table,
+    never trained or summarised under this config here; a requested one of another config is an
+    error.
     Returns the summaries (on the main process; empty elsewhere)."""
     is_main = PartialState().is_main_process
     previous = previous_summaries(out / "results.json")
@@ -346,12 +348,22 @@ def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dic
                 print(f"[benchmark] {name}: finished earlier with this config; summary from the "
                       "results file", flush=True)
             continue
+        table_only = trainable is not None and name not in trainable
+        try:  # checked again now: another process may have replaced it since planning
+            check_same_config(cfg, run_dir)
+        except ConfigError:
+            if not table_only:
+                raise
+            if is_main:
+                print(f"[benchmark] {name}: {run_dir} holds a run of another config now; left "
+                      "out", flush=True)
+            continue
         if is_finished(run_dir):
             if is_main:
                 results[name] = summarize_finished(cfg, run_dir, previous.get(name), cpu)
                 print(f"[benchmark] {name}: finished earlier, summary recomputed from its files")
             continue
-        if trainable is not None and name not in trainable:
+        if table_only:
             if is_main:
                 print(f"[benchmark] {name}: listed for the table as finished, but {run_dir} is "
                       "unfinished now; left out (not requested, so not trained here)", flush=True)
