@@ -86,7 +86,7 @@ def test_a_table_only_run_unfinished_at_its_turn_is_left_out_not_trained(tmp_pat
     assert "sym30-full: listed for the table as finished" in capsys.readouterr().out
 
     replaced = tmp_path / "runs" / "sym30-full"
-    save_config(run_config("sym30", "full", overrides=["robust.mixup_alpha=1.0"]),
+    save_config(run_config("sym30", "full", overrides=["robust.mixup_alpha=0.5"]),
                 replaced / "config.yaml")
     (replaced / "final_fit.json").write_text("{}")
     results = benchmark_cli.run_all(["sym30-full"], {"sym30-full": cfg}, tmp_path, header={},
