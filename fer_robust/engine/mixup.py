@@ -56,7 +56,7 @@ class BatchMixer:
             raise ValueError(f"robust.mixup_alpha must be above 0 to mix, got {alpha}")
         self.alpha = float(alpha)
         self.seed = int(seed)
-        self._rng = np.random.default_rng([self.seed, 0, 0])
+        self.start_epoch(0)
 
     def start_epoch(self, epoch: int, process_index: int = 0) -> None:
         """Re-seed from (seed, epoch, process): the epoch's weights depend on nothing else."""

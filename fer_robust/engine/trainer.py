@@ -41,11 +41,11 @@ from fer_robust.engine.checkpoint import (CheckpointError, CheckpointManager, Re
 from fer_robust.engine.distributed import build_accelerator, run_on_main
 from fer_robust.engine.evaluation import (SamplePassResult, classification_metrics, per_sample_pass,
                                          predict_logits)
+from fer_robust.engine.mixup import BatchMixer, mix_images
 from fer_robust.engine.protocol import has_validation, protocol_banner, selection_record
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, StageInputs, build_stage
-from fer_robust.engine.mixup import BatchMixer, mix_images
 from fer_robust.engine.teacher import TEACHER_PREFIX, PassTeacher
 from fer_robust.losses.classification import (cross_entropy, generalized_cross_entropy,
                                             soft_generalized_cross_entropy, weighted_mean)
