@@ -277,6 +277,15 @@ class RelabelConfig:
     # embedding the classifier was trained on, so early in training it is a weaker classifier than
     # the head itself; the blend keeps the ranking's class evidence and the head's accuracy.
     model_weight: float = 0.0
+    # A floor on the given label's share of a relabelled sample's target: p = max(p_mix, floor),
+    # target = p * onehot(given) + (1 - p) * soft, with p_mix the clean probability under
+    # ``mix_given`` (else 0). DivideMix keeps the clean probability alone, which the split drives to
+    # ~0 for every flagged image; but a flagged image's given label is still a tagger's call, right
+    # for most of the flagged images under clean labels and about half of them under one tagger's
+    # vote (FERPlus), so a vote-like mixture of it and the retrieval label is closer to the 10
+    # taggers' votes than either alone. Under symmetric noise the given label is wrong for most
+    # flagged images; a floor below 0.5 leaves the soft label's argmax in charge there.
+    given_floor: float = 0.0
 
 
 @dataclass
@@ -552,7 +561,7 @@ RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard"
 #: (``LATER_KEY_DEFAULTS``, derived from the dataclasses), so the recorded results of earlier runs
 #: still match the configs that reproduce them.
 LATER_KEYS = ("robust.clean_loss_q", "robust.soft_loss_q", "robust.teacher_ema",
-              "robust.mixup_alpha")
+              "robust.mixup_alpha", "robust.relabel.given_floor")
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -717,6 +726,7 @@ _RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("robust.relabel.min_confidence", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("robust.relabel.sharpen", lambda v: v > 0, "> 0"),
     ("robust.relabel.model_weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("robust.relabel.given_floor", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("robust.dcl.temperature", lambda v: v > 0, "> 0"),
     ("robust.pass_every", lambda v: v >= 1, ">= 1"),
     ("robust.clean_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),

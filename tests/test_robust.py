@@ -340,6 +340,44 @@ def test_mix_given_keeps_the_clean_probability_share_of_the_given_label():
     np.testing.assert_array_equal(mixed.soft_labels[~rel], plain.soft_labels[~rel])
 
 
+def test_given_floor_keeps_at_least_that_share_of_the_given_label():
+    """The given label's share of a relabelled target is max(clean probability, floor) under
+    mix_given and the floor alone without it; the argmax stays the retrieval label's where the
+    floor is below the soft label's margin, and clean samples are untouched."""
+    from fer_robust.robust.selection import split_and_relabel
+    losses, labels, noisy = planted_losses(num_classes=4, per_class=300, noise_rate=0.3)
+    emb, _ = clustered_embeddings(4, 300, 16, spread=0.5, seed=1)
+    plain = split_and_relabel(losses, emb, labels, 4, SplitConfig(), RelabelConfig(k=20))
+    rel = plain.relabeled_mask
+    onehot = np.eye(4, dtype=np.float32)[labels[rel]]
+    floored = split_and_relabel(losses, emb, labels, 4, SplitConfig(),
+                                RelabelConfig(k=20, given_floor=0.3))
+    assert np.array_equal(floored.relabeled_mask, rel)
+    np.testing.assert_allclose(floored.soft_labels[rel], 0.3 * onehot + 0.7 * plain.soft_labels[rel],
+                               atol=1e-6)
+    np.testing.assert_array_equal(floored.soft_labels[~rel], plain.soft_labels[~rel])
+    # Under mix_given: samples with losses between the two modes, flagged by a strict threshold,
+    # have clean probabilities on both sides of the floor.
+    ambiguous = losses.copy()
+    idx = np.flatnonzero(~noisy)[::10]
+    ambiguous[idx] = np.linspace(losses[~noisy].mean(), losses[noisy].mean(), idx.size)
+    strict = SplitConfig(threshold=0.9)
+    ref = split_and_relabel(ambiguous, emb, labels, 4, strict, RelabelConfig(k=20))
+    both = split_and_relabel(ambiguous, emb, labels, 4, strict,
+                             RelabelConfig(k=20, mix_given=True, given_floor=0.3))
+    rel2 = ref.relabeled_mask
+    assert (ref.clean_prob[rel2] < 0.3).any() and (ref.clean_prob[rel2] > 0.3).any()
+    p = np.maximum(ref.clean_prob[rel2, None], 0.3)
+    np.testing.assert_allclose(both.soft_labels[rel2],
+                               p * np.eye(4, dtype=np.float32)[labels[rel2]]
+                               + (1 - p) * ref.soft_labels[rel2], atol=1e-6)
+    np.testing.assert_allclose(both.soft_labels.sum(1), 1.0, rtol=1e-5)
+    # a confident retrieval label (top share > 0.3 / 0.7 + the given label's share) keeps its argmax
+    sure = rel & (plain.soft_labels.max(1) > 0.75)
+    assert sure.any()
+    np.testing.assert_array_equal(floored.new_labels[sure], plain.new_labels[sure])
+
+
 def test_model_weight_blends_the_model_prediction_into_the_retrieval_label():
     """With w > 0 a relabelled target is (1 - w) retrieval + w model probabilities; a model that
     knows the true labels then lifts relabelling accuracy above retrieval's alone."""

@@ -111,7 +111,8 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
             it and the split fits on the mean over the window. ``None`` means no earlier pass: the split fits on ``losses``.
 
     With ``relabel_cfg.mix_given`` a relabelled sample's soft label keeps the share ``clean_prob``
-    of its given label (see :class:`~fer_robust.config.RelabelConfig`). A retrieved sample is
+    of its given label, and at least ``relabel_cfg.given_floor`` of it with or without
+    ``mix_given`` (see :class:`~fer_robust.config.RelabelConfig`). A retrieved sample is
     relabelled when its soft label's top probability reaches ``relabel_cfg.min_confidence``.
     """
     n = len(given_labels)
@@ -137,8 +138,11 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
             if probs is None:
                 raise ValueError("robust.relabel.model_weight > 0 needs the model's probabilities")
             retrieval = (1.0 - w) * retrieval + w * np.asarray(probs, np.float32)[noisy_idx]
-        if relabel_cfg.mix_given:
-            p = np.nan_to_num(np.asarray(split.clean_prob, np.float32)[noisy_idx, None])
+        if relabel_cfg.mix_given or relabel_cfg.given_floor > 0:
+            p = np.zeros((noisy_idx.size, 1), np.float32)
+            if relabel_cfg.mix_given:
+                p = np.nan_to_num(np.asarray(split.clean_prob, np.float32)[noisy_idx, None])
+            p = np.maximum(p, np.float32(relabel_cfg.given_floor))
             retrieval = p * soft[noisy_idx] + (1.0 - p) * retrieval
         soft[noisy_idx] = retrieval
         retrieved_mask[noisy_idx] = True
