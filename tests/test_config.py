@@ -59,6 +59,9 @@ def test_wrong_type_and_bad_choice_are_errors(tmp_path):
         load_config(None, ["stages.0.loss_weights.foo=1"])
     with pytest.raises(ConfigError, match="robust.relabel.model_weight"):
         load_config(None, ["robust.relabel.model_weight=1.5"])
+    # a floor of 1 would erase every relabelled target's soft label
+    with pytest.raises(ConfigError, match="robust.relabel.given_floor"):
+        load_config(None, ["robust.relabel.given_floor=1.0"])
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path):
