@@ -746,3 +746,74 @@ def test_dcl_memory_takes_no_masked_image_without_classify_masked():
         count = int(dcl.memory_count[0])
         stored = sorted(int(row[0]) // d for row in dcl.memory[0, :count])
         assert stored == expected
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset-level noise estimate and gate (robust.noise_gate)
+# --------------------------------------------------------------------------------------------------
+def noisy_posterior_probs(true: np.ndarray, num_classes: int, rate: float, seed: int = 0):
+    """Softmax outputs of a model that learnt the noisy posterior of symmetric noise at ``rate``
+    (1 - rate on the true class, rate spread over the others), blurred towards uniform for 70%
+    of the images, so that only the surest images of a class carry its full posterior."""
+    rng = np.random.default_rng(seed)
+    posterior = np.full((len(true), num_classes), rate / (num_classes - 1))
+    posterior[np.arange(len(true)), true] = 1.0 - rate
+    sureness = np.where(rng.random((len(true), 1)) < 0.3, 1.0,
+                        rng.uniform(0.3, 1.0, (len(true), 1)))
+    return sureness * posterior + (1 - sureness) / num_classes
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.4])
+def test_noise_rate_estimate_reads_the_rate_of_symmetric_noise(rate):
+    """A model of the noisy posterior: the anchor estimate is the noise rate, within 0.03, and
+    about 0 under clean labels, on classes of unequal sizes (each holding more sure images than
+    its anchors)."""
+    from fer_robust.robust.noise_rate import estimate_noise_rate
+    rng = np.random.default_rng(1)
+    true = np.repeat(np.arange(5), [600, 300, 250, 900, 250])
+    given = np.where(rng.random(len(true)) < rate, (true + rng.integers(1, 5, len(true))) % 5, true)
+    probs = noisy_posterior_probs(true, 5, rate)
+    assert estimate_noise_rate(probs, given) == pytest.approx(rate, abs=0.03)
+    with pytest.raises(ValueError, match="quantile"):
+        estimate_noise_rate(probs, given, quantile=1.0)
+
+
+def test_noise_gate_takes_clean_labels_as_clean_on_its_first_reading_only():
+    """Below the threshold the decision keeps every sample clean at its given label and relabels
+    nothing; the first pass's reading holds for later passes, survives a state-dict round trip,
+    and a gate that reads noise leaves the decision exactly as without a gate."""
+    from fer_robust.robust.noise_rate import NoiseGate
+    from fer_robust.robust.selection import split_and_relabel
+    losses, labels, noisy = planted_losses(num_classes=4, per_class=300, noise_rate=0.3)
+    emb, _ = clustered_embeddings(4, 300, 16, spread=0.5, seed=1)
+    true = np.where(noisy, (labels + 1) % 4, labels)
+    clean_looking = noisy_posterior_probs(labels, 4, 0.02)
+    noisy_looking = noisy_posterior_probs(true, 4, 0.3)
+    cfgs = (SplitConfig(), RelabelConfig(k=20))
+
+    gate = NoiseGate(threshold=0.15)
+    first = split_and_relabel(losses, emb, labels, 4, *cfgs, probs=clean_looking, noise_gate=gate)
+    assert first.labels_taken_as_clean and first.noise_rate_estimate < 0.15
+    assert first.clean_mask.all() and not first.relabeled_mask.any()
+    np.testing.assert_array_equal(first.new_labels, labels)
+    # a later pass that reads noise does not reopen the split: the run's reading is the first one
+    later = split_and_relabel(losses, emb, labels, 4, *cfgs, probs=noisy_looking, noise_gate=gate)
+    assert later.labels_taken_as_clean and later.noise_rate_estimate > 0.15
+    restored = NoiseGate(threshold=0.15)
+    restored.load_state_dict(gate.state_dict())
+    assert restored.first_estimate == gate.first_estimate and restored.labels_look_clean
+    legacy = NoiseGate(threshold=0.15)
+    legacy.load_state_dict({})  # a checkpoint from before the gate: no reading yet
+    assert np.isnan(legacy.first_estimate) and not legacy.labels_look_clean
+
+    reading_noise = NoiseGate(threshold=0.15)
+    gated = split_and_relabel(losses, emb, labels, 4, *cfgs, probs=noisy_looking,
+                              noise_gate=reading_noise)
+    plain = split_and_relabel(losses, emb, labels, 4, *cfgs, probs=noisy_looking)
+    assert not gated.labels_taken_as_clean and not reading_noise.labels_look_clean
+    assert gated.noise_rate_estimate == pytest.approx(0.3, abs=0.05)
+    for name in ("clean_prob", "clean_mask", "soft_labels", "relabeled_mask", "new_labels"):
+        np.testing.assert_array_equal(getattr(gated, name), getattr(plain, name))
+    assert (~gated.clean_mask).sum() > 100
+    with pytest.raises(ValueError, match="noise_gate"):
+        split_and_relabel(losses, emb, labels, 4, *cfgs, noise_gate=NoiseGate(0.15))

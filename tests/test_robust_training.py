@@ -83,6 +83,9 @@ def test_two_processes_give_the_same_split_as_one(noisy_run, tmp_path):
                   "robust.relabel.model_weight=0.5"], id="recipe", marks=pytest.mark.slow),
     # The pass reads a moving average of the weights (robust.teacher_ema), kept in the checkpoint.
     pytest.param(["robust.teacher_ema=0.9"], id="teacher"),
+    # A noise gate that takes any labels as clean: its reading, made at the first robust pass
+    # (epoch 1), is kept in the checkpoint.
+    pytest.param(["robust.noise_gate.threshold=0.99"], id="gate"),
 ])
 def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor(tmp_path,
                                                                                  decision):
@@ -113,6 +116,19 @@ def test_relabel_tool_makes_the_decision_training_made_with_a_window_and_a_floor
     summary, rows = tool()
     assert summary["loss_history"] == {"window": 2, "earlier_passes": 1,
                                        "checkpoint": str(checkpoint)}
+    if "robust.noise_gate.threshold=0.99" in decision:
+        # Training took the labels as clean from its first robust pass on, and so does the tool,
+        # reading the run's first estimate from the checkpoint; without the gate it flags images.
+        first = json.loads((run / "metrics.jsonl").read_text().splitlines()[1])
+        assert first["labels_taken_as_clean"] and logged["labels_taken_as_clean"]
+        assert saved["clean_mask"].all() and not saved["relabeled_mask"].any()
+        assert summary["noise_gate"]["labels_taken_as_clean"]
+        assert summary["noise_gate"]["run_estimate"] == pytest.approx(first["noise_rate_estimate"])
+        assert all(r["status"] == "clean" for r in rows) and summary["num_relabeled"] == 0
+        ungated, ungated_rows = tool("robust.noise_gate.threshold=0")
+        assert not ungated["noise_gate"]["labels_taken_as_clean"]
+        assert any(r["status"] == "noisy" for r in ungated_rows)
+        return
     np.testing.assert_allclose([float(r["clean_prob"]) for r in rows], saved["clean_prob"],
                                atol=1e-4)
     assert [r["status"] == "clean" for r in rows] == saved["clean_mask"].tolist()

@@ -92,6 +92,13 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, capsys):
     full, cut = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "cut")
     assert len(full) == 3
     assert_same_epochs(cut, full)
+    # The noise gate's reading is the first robust pass's (epoch 1), carried across the cut: a
+    # resumed run that lost it would read epoch 2's pass instead.
+    from fer_robust.engine.checkpoint import load_trainer_tensors
+    for run in ("full", "cut"):
+        gate = load_trainer_tensors(tmp_path / run / "checkpoints" / "epoch_002", "noise_gate.")
+        assert float(gate["first_estimate"]) == pytest.approx(full[1]["noise_rate_estimate"])
+    assert full[2]["noise_rate_estimate"] != pytest.approx(full[1]["noise_rate_estimate"])
     # The newest two checkpoints and the end of the first stage (keep_stage_checkpoints), from
     # which a later stage can be trained again.
     kept = sorted(p.name for p in (tmp_path / "full" / "checkpoints").glob("epoch_*"))

@@ -30,7 +30,11 @@ checkpoint_of_weights`). On ``--checkpoint RUN/checkpoints/epoch_XXX`` it theref
 the decision training makes at the start of epoch XXX+1 (``samples/epoch_{XXX+1}.npz``) when that
 is a robust epoch. When no checkpoint holds the model (a pruned best epoch) the split fits on this
 pass alone, and the tool says so. With ``robust.teacher_ema`` the pass reads the moving average
-kept in that checkpoint, as training's pass did (:mod:`fer_robust.engine.teacher`).
+kept in that checkpoint, as training's pass did (:mod:`fer_robust.engine.teacher`). With
+``robust.noise_gate`` the tool reads the run's noise reading from the same checkpoint (a
+checkpoint from before the first robust pass has none: this pass's estimate is then the reading,
+as it was for training's first robust pass); when the reading is below the gate's threshold every
+image stays clean at its given label, as in training, and ``summary.json`` says so.
 
 Works under ``accelerate launch`` too: the pass is sharded and gathered by index, and the split and
 the search run once on the main process, so the CSV is the same for any number of processes.
@@ -61,6 +65,7 @@ from fer_robust.engine.teacher import TEACHER_PREFIX
 from fer_robust.engine.inference import (checkpoint_of_weights, load_trained_model,
                                          resolve_checkpoint)
 from fer_robust.robust.gmm_split import LossHistory
+from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.robust.metrics import decision_figures
 from fer_robust.robust.selection import RobustDecision, split_and_relabel
 from fer_robust.utils import atomic_path, atomic_write_json
@@ -139,6 +144,19 @@ def earlier_losses(cfg: Config, run_dir: Path, weights: Path, num_samples: int
                      "checkpoint": str(folder)}
 
 
+def run_noise_gate(cfg: Config, run_dir: Path, weights: Path) -> NoiseGate:
+    """The run's noise gate as training had it when it saved ``weights``: its reading from the
+    checkpoint saved with that model, or none yet (see the module docstring)."""
+    gate = NoiseGate(cfg.robust.noise_gate.threshold, cfg.robust.noise_gate.anchor_quantile)
+    folder = checkpoint_of_weights(run_dir, weights)
+    if folder is not None:
+        gate.load_state_dict(load_trainer_tensors(folder, "noise_gate."))
+    elif cfg.robust.noise_gate.threshold > 0:
+        print(f"relabel: no checkpoint of {weights.name} is kept, so robust.noise_gate reads this "
+              "pass's estimate (training read its first robust pass's)", file=sys.stderr)
+    return gate
+
+
 def pass_model(cfg: Config, run_dir: Path, weights: Path, model) -> tuple[object, dict]:
     """The model training's pass read: with ``robust.teacher_ema`` the moving average saved in the
     checkpoint of ``weights`` (see :mod:`fer_robust.engine.teacher`), loaded into ``model``;
@@ -158,7 +176,8 @@ def pass_model(cfg: Config, run_dir: Path, weights: Path, model) -> tuple[object
 
 
 def decide(model, dataset: FERDataset, cfg: Config, history: LossHistory, accelerator: Accelerator,
-           batch_size: int | None, num_classes: int) -> RobustDecision:
+           batch_size: int | None, num_classes: int,
+           noise_gate: NoiseGate | None = None) -> RobustDecision:
     """The per-sample pass (every process), then training's decision (once, on the main
     process), on every process."""
     loader = build_eval_loader(dataset, batch_size or cfg.optim.eval_batch_size,
@@ -167,7 +186,8 @@ def decide(model, dataset: FERDataset, cfg: Config, history: LossHistory, accele
     result = per_sample_pass(model, loader, accelerator, hflip=cfg.robust.pass_hflip)
     return run_on_main(accelerator, lambda: split_and_relabel(
         result.loss, result.embedding, dataset.targets.copy(), num_classes, cfg.robust.split,
-        cfg.robust.relabel, relabel=True, probs=result.prob, history=history))
+        cfg.robust.relabel, relabel=True, probs=result.prob, history=history,
+        noise_gate=noise_gate))
 
 
 def write_csv(path: Path, dataset: FERDataset, decision: RobustDecision, class_names: list[str],
@@ -242,9 +262,10 @@ def main(argv=None) -> dict:
         dataset, true_labels = training_split(cfg, run_dir)
         history, history_note = earlier_losses(cfg, run_dir, weights, len(dataset))
         model, teacher_note = pass_model(cfg, run_dir, weights, model)
+        gate = run_noise_gate(cfg, run_dir, weights)
         accelerator = build_accelerator(cfg.mixed_precision, cpu=args.cpu)
         decision = decide(model, dataset, cfg, history, accelerator, args.batch_size,
-                          len(class_names))
+                          len(class_names), noise_gate=gate)
         if not accelerator.is_main_process:
             return {}
 
@@ -256,6 +277,10 @@ def main(argv=None) -> dict:
         if history_note is not None:
             summary["loss_history"] = history_note
         summary.update(teacher_note)
+        summary["noise_gate"] = {"threshold": gate.threshold,
+                                 "run_estimate": gate.first_estimate,
+                                 "this_pass_estimate": decision.noise_rate_estimate,
+                                 "labels_taken_as_clean": decision.labels_taken_as_clean}
         atomic_write_json(out / "summary.json", summary)
         shown = most_changed(decision, dataset.targets, args.grid)
         if shown.size:

@@ -29,6 +29,7 @@ from fer_robust.engine.evaluation import SamplePassResult
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.robust.gmm_split import LossHistory
 from fer_robust.robust.metrics import decision_figures
+from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.robust.selection import RobustDecision, split_and_relabel
 from fer_robust.utils import register_in
 
@@ -79,6 +80,7 @@ class StageInputs:
     robust: RobustConfig
     num_classes: int
     loss_history: LossHistory | None = None
+    noise_gate: NoiseGate | None = None
     sample_pass: SamplePassResult | None = None
     run_on_main: Callable[[Callable[[], Any]], Any] = _run_here
 
@@ -141,7 +143,7 @@ class SelfPacedStage(Stage):
         return split_and_relabel(result.loss, result.embedding, inputs.sample_state.given_labels,
                                  inputs.num_classes, inputs.robust.split, inputs.robust.relabel,
                                  relabel=self.relabel, probs=result.prob,
-                                 history=inputs.loss_history)
+                                 history=inputs.loss_history, noise_gate=inputs.noise_gate)
 
     def on_epoch_start(self, inputs: StageInputs) -> dict:
         if inputs.sample_pass is None:
@@ -154,6 +156,9 @@ class SelfPacedStage(Stage):
         metrics = {k: figures[k] for k in ("clean_ratio", "clean_ratio_per_class", "num_relabeled")}
         metrics["train_pass_accuracy_given"] = float(
             (inputs.sample_pass.pred == state.given_labels).mean())
+        if inputs.noise_gate is not None:
+            metrics["noise_rate_estimate"] = decision.noise_rate_estimate
+            metrics["labels_taken_as_clean"] = decision.labels_taken_as_clean
         metrics.update({k: float(v) for k, v in figures.items() if k.startswith("split_")})
         metrics.update({k: figures[k] for k in ("relabel_accuracy", "relabel_accuracy_changed")
                         if k in figures})

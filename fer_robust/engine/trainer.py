@@ -52,6 +52,7 @@ from fer_robust.losses.classification import (cross_entropy, generalized_cross_e
 from fer_robust.methods import build_method
 from fer_robust.models.factory import build_model
 from fer_robust.robust.gmm_split import LossHistory
+from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.utils import atomic_save_npz, atomic_write_json, seed_everything
 
 __all__ = ["Trainer", "NonFiniteLossError", "RunDirError", "classified_mask"]
@@ -232,9 +233,12 @@ class Trainer:
             from fer_robust.losses.dcl import DistributionContrastiveLoss
             self.dcl = DistributionContrastiveLoss(self.num_classes, self.embed_dim,
                                                    cfg.robust.dcl).to(self.device)
-        # The losses of the earlier passes (robust.split.loss_window). The decision that appends to
-        # it runs on the main process, the one that saves it with each checkpoint.
+        # The losses of the earlier passes (robust.split.loss_window) and the noise gate's reading
+        # (robust.noise_gate). The decision that updates them runs on the main process, the one
+        # that saves them with each checkpoint.
         self.loss_history = LossHistory(len(self.train_set), cfg.robust.split.loss_window)
+        self.noise_gate = NoiseGate(cfg.robust.noise_gate.threshold,
+                                    cfg.robust.noise_gate.anchor_quantile)
         # The moving average the robust stages' pass reads (robust.teacher_ema), started at the
         # first robust epoch.
         self.teacher = PassTeacher(cfg.robust.teacher_ema) if cfg.robust.teacher_ema > 0 else None
@@ -312,6 +316,7 @@ class Trainer:
         tensors = {f"sample_state.{k}": v for k, v in self.sample_state.state_dict().items()}
         tensors.update({f"loss_history.{k}": torch.as_tensor(v)
                         for k, v in self.loss_history.state_dict().items()})
+        tensors.update({f"noise_gate.{k}": v for k, v in self.noise_gate.state_dict().items()})
         if self.dcl is not None:
             tensors.update({f"dcl.{k}": v for k, v in self.dcl.state_dict().items()})
         tensors.update({f"method.{k}": v for k, v in self.method.state_dict().items()})
@@ -359,6 +364,7 @@ class Trainer:
                 "restore the images the run was started with, or start a new run")
         self.sample_state.load_state_dict(saved)
         self.loss_history.load_state_dict(section("loss_history."))
+        self.noise_gate.load_state_dict(section("noise_gate."))
         if self.dcl is not None:
             self.dcl.load_state_dict(section("dcl."))
         self.method.load_state_dict(section("method."))
@@ -490,7 +496,7 @@ class Trainer:
         sample_pass = self.run_sample_pass() if stage.needs_sample_pass(epoch) else None
         metrics = stage.on_epoch_start(StageInputs(
             epoch, self.sample_state, self.cfg.robust, self.num_classes,
-            loss_history=self.loss_history, sample_pass=sample_pass,
+            loss_history=self.loss_history, noise_gate=self.noise_gate, sample_pass=sample_pass,
             run_on_main=partial(run_on_main, self.accelerator)))
         if sample_pass is not None:
             self._refill_dcl_memory(sample_pass, epoch)

@@ -5,16 +5,20 @@
 applies every setting that shapes the decision: the loss-history window
 (``robust.split.loss_window``, through the :class:`~fer_robust.robust.gmm_split.LossHistory` the
 caller keeps), the split, the retrieval and the confidence floor
-(``robust.relabel.min_confidence``).
+(``robust.relabel.min_confidence``), and the dataset-level gate (``robust.noise_gate``, through the
+:class:`~fer_robust.robust.noise_rate.NoiseGate` the caller keeps), which takes the labels as
+clean when the first robust pass estimates little noise.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from fer_robust.config import RelabelConfig, SplitConfig
 from fer_robust.robust.gmm_split import LossHistory, class_dependent_split, split_losses
+from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.robust.retrieval import retrieval_soft_labels
 
 __all__ = ["RobustDecision", "split_and_relabel"]
@@ -35,6 +39,9 @@ class RobustDecision:
         ``robust.relabel.min_confidence``: they train on their soft label. A noisy sample that is
         not relabelled trains on nothing.
     per_class: the split's per-class summary.
+    noise_rate_estimate: the pass's estimated share of wrong labels (NaN when not estimated).
+    labels_taken_as_clean: the gate took the labels as clean: every sample is clean and nothing
+        is relabelled.
     """
     clean_prob: np.ndarray
     clean_mask: np.ndarray
@@ -44,6 +51,8 @@ class RobustDecision:
     retrieved_mask: np.ndarray
     relabeled_mask: np.ndarray
     per_class: list
+    noise_rate_estimate: float = math.nan
+    labels_taken_as_clean: bool = False
 
     @classmethod
     def build(cls, clean_prob: np.ndarray, clean_mask: np.ndarray, soft_labels: np.ndarray,
@@ -94,7 +103,8 @@ class RobustDecision:
 def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: np.ndarray,
                       num_classes: int, split_cfg: SplitConfig, relabel_cfg: RelabelConfig,
                       relabel: bool = True, probs: np.ndarray | None = None,
-                      history: LossHistory | None = None) -> RobustDecision:
+                      history: LossHistory | None = None,
+                      noise_gate: NoiseGate | None = None) -> RobustDecision:
     """Split by GMM on ``losses`` (per class or global, ``split_cfg.scope``); retrieve each noisy
     sample among the clean ones; relabel those whose soft label is confident enough.
 
@@ -108,7 +118,12 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
             when ``split_cfg.loss`` is ``class_relative``.
         history: the loss vectors of the earlier passes, with the window
             ``split_cfg.loss_window``: this pass's split values (``split_cfg.loss``) are appended to
-            it and the split fits on the mean over the window. ``None`` means no earlier pass: the split fits on ``losses``.
+            it and the split fits on the mean over the window. ``None`` means no earlier pass: the
+            split fits on ``losses``.
+        noise_gate: the run's gate (``robust.noise_gate``): it estimates this pass's noise rate
+            from ``probs`` (keeping the first pass's as the run's reading), and while that reading
+            is below its threshold every sample is clean and nothing is relabelled. The loss
+            history is updated either way.
 
     With ``relabel_cfg.mix_given`` a relabelled sample's soft label keeps the share ``clean_prob``
     of its given label, and at least ``relabel_cfg.given_floor`` of it with or without
@@ -122,6 +137,15 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
             raise ValueError(f"the loss history keeps {history.window} passes, "
                              f"robust.split.loss_window is {split_cfg.loss_window}")
         losses = history.update(losses)
+    estimate = math.nan
+    if noise_gate is not None:
+        if probs is None:
+            raise ValueError("robust.noise_gate needs the model's probabilities")
+        estimate = noise_gate.observe(probs, given_labels)
+        if noise_gate.labels_look_clean:
+            decision = RobustDecision.selection_only(np.ones(n, bool), given_labels, num_classes)
+            decision.noise_rate_estimate, decision.labels_taken_as_clean = estimate, True
+            return decision
     split = class_dependent_split(losses, given_labels, num_classes, split_cfg)
     clean_mask = np.asarray(split.clean_mask, bool)
     soft = np.zeros((n, num_classes), np.float32)
@@ -148,6 +172,8 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
         retrieved_mask[noisy_idx] = True
     # Only a confident soft label is trained on (robust.relabel.min_confidence).
     relabeled_mask = retrieved_mask & (soft.max(1) >= relabel_cfg.min_confidence)
-    return RobustDecision.build(np.asarray(split.clean_prob, np.float32), clean_mask, soft,
-                                given_labels, retrieved_mask, relabeled_mask,
-                                per_class=split.summary())
+    decision = RobustDecision.build(np.asarray(split.clean_prob, np.float32), clean_mask, soft,
+                                    given_labels, retrieved_mask, relabeled_mask,
+                                    per_class=split.summary())
+    decision.noise_rate_estimate = estimate
+    return decision
