@@ -288,6 +288,15 @@ def test_comparison_damage_recovered_and_targets():
     c = compare(results)
     assert c["per_setting"]["sym30"]["damage_recovered"] is None
     assert "n/a (no damage)" in render_markdown(results, c, {})
+    # a full system that relabelled nothing (the noise gate took the labels as clean): no soft
+    # label to compare with the votes, said so rather than "not measured"
+    results["clean-full"].update(num_relabeled=0, tv_soft_to_votes=float("nan"),
+                                 tv_given_to_votes=float("nan"))
+    c = compare(results)
+    assert {(t["setting"], t["measure"]): t["met"]
+            for t in c["targets"]}[("clean", "tv_soft_below_given")] is None
+    assert "n/a (nothing relabelled: the targets are the given labels)" in \
+        render_markdown(results, c, {})
     # ablations: full minus full-without-the-part
     results["sym30-no_dcl"] = {"val_accuracy": 0.75, "seconds_per_epoch": 160.0}
     assert compare(results)["per_setting"]["sym30"]["ablation_contribution"]["dcl"] == \

@@ -479,6 +479,10 @@ class Trainer:
             extra += f" split-F1 {r['split_f1']:.3f}"
         if "relabel_accuracy" in r:
             extra += f" relabel-acc {r['relabel_accuracy']:.3f}"
+        if "noise_rate_estimate" in r:
+            extra += f" noise-est {r['noise_rate_estimate']:.3f}"
+            if r.get("labels_taken_as_clean"):
+                extra += " (labels taken as clean)"
         val = f" val-acc {r['val_accuracy']:.4f}" if "val_accuracy" in r else ""
         self.accelerator.print(
             f"epoch {r['epoch']:3d} [{r['stage']}] loss {r['loss']:.4f}"

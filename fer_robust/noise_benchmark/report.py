@@ -219,6 +219,9 @@ def compare(results: dict) -> dict:
                                                                    "tv_given_to_votes"))
         if None not in (tv_soft, tv_given):
             row["tv_soft_below_given"] = tv_given - tv_soft
+        # A full system that relabelled nothing (the noise gate took the labels as clean) has no
+        # soft label to compare: its targets are the given labels.
+        row["full_num_relabeled"] = _get(results, s, "full", "num_relabeled")
         ablations = {name.split("-", 1)[1][3:]: full - _get(results, s, name.split("-", 1)[1],
                                                              "val_accuracy")
                      for name in results if name.startswith(f"{s}-no_") and full is not None
@@ -288,6 +291,9 @@ def _target_value(t: dict, per_setting: dict) -> str:
     if value is None:
         if what == "damage_recovered" and per_setting.get(t["setting"], {}).get("damage") is not None:
             return "n/a (no damage)"
+        if what == "tv_soft_below_given" and \
+                per_setting.get(t["setting"], {}).get("full_num_relabeled") == 0:
+            return "n/a (nothing relabelled: the targets are the given labels)"
         return "–"
     if what in ("epoch_time_ratio", "epoch_time_ratio_mean"):
         return _num(value, "{:.2f}x")
