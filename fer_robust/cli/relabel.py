@@ -65,8 +65,8 @@ from fer_robust.engine.teacher import TEACHER_PREFIX
 from fer_robust.engine.inference import (checkpoint_of_weights, load_trained_model,
                                          resolve_checkpoint)
 from fer_robust.robust.gmm_split import LossHistory
-from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.robust.metrics import decision_figures
+from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.robust.selection import RobustDecision, split_and_relabel
 from fer_robust.utils import atomic_path, atomic_write_json
 
