@@ -296,11 +296,18 @@ class NoiseGateConfig:
     when that estimate is below ``threshold`` the labels are taken as clean for the rest of the run
     and every robust decision trains every image on its given label. Neither paper has it: both
     apply the split to every dataset. 0 (the default, and every paper config) never gates.
+
+    ``keep_mixup``: whether the robust batches stay mixed (``robust.mixup_alpha``) once the labels
+    are taken as clean. Mixup is there to slow the memorisation of the wrong labels the split keeps;
+    labels taken as clean are expected to hold none, and mixing holds the fit of the given labels
+    below cross-entropy's (0.94 against 1.00 under clean FERPlus labels). Default off: a gated run
+    trains its robust epochs on un-mixed batches.
     """
     threshold: float = 0.0
     # Anchors of class i: the training images at or above this quantile of p(i|x) (Patrini's 97th
     # percentile).
     anchor_quantile: float = 0.97
+    keep_mixup: bool = False
 
 
 @dataclass
@@ -579,7 +586,7 @@ RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard"
 #: still match the configs that reproduce them.
 LATER_KEYS = ("robust.clean_loss_q", "robust.soft_loss_q", "robust.teacher_ema",
               "robust.mixup_alpha", "robust.relabel.given_floor", "robust.noise_gate.threshold",
-              "robust.noise_gate.anchor_quantile")
+              "robust.noise_gate.anchor_quantile", "robust.noise_gate.keep_mixup")
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:

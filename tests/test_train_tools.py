@@ -144,6 +144,31 @@ def test_mixup_mixes_the_robust_epochs_batches_only(tmp_path, monkeypatch):
     assert mixed[1]["loss"] != pytest.approx(plain[1]["loss"], rel=1e-3)
 
 
+def test_labels_taken_as_clean_train_unmixed(tmp_path, monkeypatch):
+    """``robust.noise_gate.keep_mixup``: once the gate takes the labels as clean, the robust
+    batches are not mixed, and the run trains exactly as one without mixup; kept, they are."""
+    import fer_robust.engine.trainer as trainer_module
+
+    weights = []
+    mix = trainer_module.mix_images
+
+    def recording_mix(images, lam):
+        weights.append(lam)
+        return mix(images, lam)
+
+    monkeypatch.setattr(trainer_module, "mix_images", recording_mix)
+    common = ["--config", DEMO, *FAST, *two_stage((1, 1)), "robust.noise_gate.threshold=0.99"]
+    train_cli.main([*common, "robust.mixup_alpha=1.0", f"output_dir={tmp_path / 'gated'}"])
+    assert weights == []
+    gated = read_metrics(tmp_path / "gated")
+    assert gated[1]["labels_taken_as_clean"]
+    train_cli.main([*common, f"output_dir={tmp_path / 'unmixed'}"])
+    assert_same_epochs(gated, read_metrics(tmp_path / "unmixed"))
+    train_cli.main([*common, "robust.mixup_alpha=1.0", "robust.noise_gate.keep_mixup=true",
+                    f"output_dir={tmp_path / 'kept'}"])
+    assert len(weights) > 0
+
+
 def test_config_typo_is_a_clear_error_and_writes_nothing(tmp_path):
     res = run_tool("tools/train.py", "--config", DEMO, "optim.lrr=0.1", f"output_dir={tmp_path}/x")
     assert res.returncode == 2

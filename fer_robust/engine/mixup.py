@@ -25,7 +25,8 @@ What we chose (each a config value or written here):
   ``Mixup`` instead builds one mixed soft target, which cannot carry the terms' separate weights.)
 - Only the robust stages mix: the warm-up, which ends before cross-entropy fits the noise, and the
   per-sample pass that the split and relabelling read are un-mixed, so a branch from the end of
-  the warm-up may switch it on. MIM reconstructs the mixed image.
+  the warm-up may switch it on. MIM reconstructs the mixed image. Once the noise gate takes the
+  labels as clean, the robust batches are un-mixed too (``robust.noise_gate.keep_mixup``).
 - The per-epoch ``train_accuracy_given``/``memorised_share`` count the mixed batch's prediction
   against the dominant image's label; the final figures are measured on un-mixed images.
 """

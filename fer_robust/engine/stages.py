@@ -150,6 +150,10 @@ class SelfPacedStage(Stage):
             return {}
         state = inputs.sample_state
         decision = inputs.run_on_main(lambda: self.decide(inputs))
+        if inputs.noise_gate is not None:
+            # The gate read the pass on the main process; every process holds its reading, which
+            # the trainer's batches read too (robust.noise_gate.keep_mixup).
+            inputs.noise_gate.load_state_dict(inputs.run_on_main(inputs.noise_gate.state_dict))
         state.apply_decision(decision)
         figures = decision_figures(decision, state.given_labels, inputs.num_classes,
                                    state.true_labels)

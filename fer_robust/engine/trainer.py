@@ -242,7 +242,8 @@ class Trainer:
         # The moving average the robust stages' pass reads (robust.teacher_ema), started at the
         # first robust epoch.
         self.teacher = PassTeacher(cfg.robust.teacher_ema) if cfg.robust.teacher_ema > 0 else None
-        # Mixup of the robust stages' batches (robust.mixup_alpha).
+        # Mixup of the robust stages' batches (robust.mixup_alpha), unless the noise gate took
+        # the labels as clean (robust.noise_gate.keep_mixup).
         self.mixer = (BatchMixer(cfg.robust.mixup_alpha, cfg.seed)
                       if cfg.robust.mixup_alpha > 0 else None)
 
@@ -604,7 +605,7 @@ class Trainer:
         changed = self.sample_state.changed_mask
         bar = tqdm(self.train_loader, desc=f"epoch {epoch} [{stage.name}]", leave=False,
                    disable=not (cfg.progress_bar and acc.is_local_main_process))
-        mixer = self.mixer if stage.robust else None
+        mixer = self.mixer if stage.robust and not self._labels_train_unmixed() else None
         if mixer is not None:
             mixer.start_epoch(epoch, acc.process_index)
         for step, (images, labels, index) in enumerate(bar):
@@ -659,6 +660,11 @@ class Trainer:
                            reduction="mean")
         record = {("loss" if n == "loss" else f"loss_{n}"): float(v) for n, v in zip(names, means)}
         return {**record, **_fit_figures(acc.reduce(fit_counts, reduction="sum"), changed is not None)}
+
+    def _labels_train_unmixed(self) -> bool:
+        """The noise gate took the labels as clean and the robust batches stop mixing
+        (``robust.noise_gate.keep_mixup`` off)."""
+        return self.noise_gate.labels_look_clean and not self.cfg.robust.noise_gate.keep_mixup
 
     @torch.no_grad()
     def _update_dcl_memory(self, embedding: torch.Tensor, labels: torch.Tensor,
