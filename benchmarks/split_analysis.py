@@ -1,17 +1,22 @@
 """How well could the split have found the changed labels of a finished noisy run?
 
     python benchmarks/split_analysis.py runs/benchmark_ferplus_full/runs/sym30-full
+    python benchmarks/split_analysis.py runs/benchmark_ferplus_full/runs/sym30-full --epoch 10
 
-Reads the run's last per-sample state (``samples/epoch_XXX.npz``: the losses the split saw, the
-given and the true labels) and re-runs the split on those same losses with other settings. Prints,
-and saves to ``benchmarks/results/split_analysis_<run>.json``:
+Reads one per-sample state of the run (``samples/epoch_XXX.npz``, the last one unless ``--epoch``
+names another: the pass the split saw, the given and the true labels) and re-runs the split on the
+same values with other settings. Prints, and saves to
+``benchmarks/results/split_analysis_<run>_epoch_XXX.json``:
 
-- precision / recall / F1 / AUC of the per-class GMM (the run's own), of one global GMM, and of the
-  best single loss threshold chosen with the true labels (an upper bound for any loss threshold);
-- the model's accuracy on the training images against their true labels (what bounds detection);
+- precision / recall / F1 / AUC of the per-class and of the global GMM, fitted on what the run's
+  split fits on (``robust.split.loss``: the pass's cross-entropy or its class-relative form);
+- the F1 of the best single threshold on the cross-entropy and on the split's values, chosen with
+  the true labels: an upper bound for any split that reads this pass one value per image;
+- the model's accuracy against the true labels, on all training images and on the changed ones
+  (what bounds detection, and relabelling from this model);
 - per given class: its size, its share of changed labels, the share the split flagged, the loss AUC;
-- for relabelled changed samples: how often the retrieval soft label and the model's own prediction
-  put the true label on top.
+- for relabelled samples (all, and the changed ones): how often the soft label and the model's own
+  prediction put the true label on top.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from fer_robust.config import load_config
-from fer_robust.robust.gmm_split import class_dependent_split
+from fer_robust.robust.gmm_split import class_dependent_split, split_losses
 from fer_robust.robust.metrics import noise_detection_metrics
 from fer_robust.utils import atomic_write_json, json_safe
 
@@ -34,33 +39,46 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--epoch", type=int, default=None,
+                   help="the pass of this epoch (default: the run's last saved pass)")
     args = p.parse_args(argv)
     cfg = load_config(args.run_dir / "config.yaml")
     files = sorted((args.run_dir / "samples").glob("epoch_*.npz"), key=lambda f: int(f.stem[6:]))
+    if args.epoch is not None:
+        files = [f for f in files if int(f.stem[6:]) == args.epoch]
     if not files:
-        raise SystemExit(f"{args.run_dir}/samples holds no per-sample state (not a robust run?)")
+        raise SystemExit(f"{args.run_dir}/samples holds no per-sample state"
+                         + (f" of epoch {args.epoch}" if args.epoch is not None else
+                            " (not a robust run?)"))
     z = np.load(files[-1])
     if "true_labels" not in z.files:
         raise SystemExit(f"{files[-1]}: no true labels (a run without injected noise)")
     given, true, loss, pred = z["given_labels"], z["true_labels"], z["loss"], z["pred"]
     changed = given != true
+    fitted = split_losses(loss, z["prob"] if "prob" in z.files else None, given, cfg.robust.split)
     num_classes = z["soft_labels"].shape[1]
 
     def scores(clean_prob):
         m = noise_detection_metrics(clean_prob, changed, cfg.robust.split.threshold)
         return {k: round(float(m[k]), 4) for k in ("precision", "recall", "f1", "auc")}
 
+    def best_threshold_f1(values):
+        precision, recall, _ = precision_recall_curve(changed, values)
+        return float((2 * precision * recall / np.maximum(precision + recall, 1e-12)).max())
+
     out: dict = {"run": str(args.run_dir), "epoch_file": files[-1].name,
-                 "noise_rate": float(changed.mean()),
-                 "model_accuracy_on_true_labels": float((pred == true).mean())}
+                 "noise_rate": float(changed.mean()), "split_fits": cfg.robust.split.loss,
+                 "model_accuracy_on_true_labels": float((pred == true).mean()),
+                 "model_accuracy_on_changed_true_labels": float((pred[changed] == true[changed]).mean())}
     for scope in ("class", "global"):
-        split = class_dependent_split(loss, given, num_classes, replace(cfg.robust.split, scope=scope))
+        split = class_dependent_split(fitted, given, num_classes,
+                                      replace(cfg.robust.split, scope=scope))
         out[f"split_{scope}"] = {**scores(split.clean_prob),
                                  "flagged": float((~split.clean_mask).mean())}
-    precision, recall, _ = precision_recall_curve(changed, loss)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    out["best_loss_threshold_f1"] = float(f1.max())
+    out["best_loss_threshold_f1"] = best_threshold_f1(loss)
+    out["best_split_value_threshold_f1"] = best_threshold_f1(fitted)
     out["loss_auc"] = float(roc_auc_score(changed, loss))
+    out["split_value_auc"] = float(roc_auc_score(changed, fitted))
     per_class = []
     for c in range(num_classes):
         m = given == c
@@ -69,14 +87,15 @@ def main(argv=None) -> dict:
                           "flagged_by_run": float((~z["clean_mask"][m]).mean()),
                           "loss_auc": float(roc_auc_score(changed[m], loss[m])) if both else None})
     out["per_class"] = per_class
-    rel = z["relabeled_mask"] & changed
-    if rel.any():
-        out["relabelled_changed"] = int(rel.sum())
-        out["soft_label_top1"] = float((z["soft_labels"][rel].argmax(1) == true[rel]).mean())
-        out["model_prediction_top1"] = float((pred[rel] == true[rel]).mean())
+    for name, rel in (("relabelled", z["relabeled_mask"]),
+                      ("relabelled_changed", z["relabeled_mask"] & changed)):
+        if rel.any():
+            out[name] = {"count": int(rel.sum()),
+                         "soft_label_top1": float((z["soft_labels"][rel].argmax(1) == true[rel]).mean()),
+                         "model_prediction_top1": float((pred[rel] == true[rel]).mean())}
     print(json.dumps(json_safe(out), indent=1))
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"split_analysis_{args.run_dir.name}.json"
+    path = RESULTS / f"split_analysis_{args.run_dir.name}_{files[-1].stem}.json"
     atomic_write_json(path, json_safe(out))
     print(f"wrote {path}")
     return out
