@@ -6,7 +6,7 @@
 Reads one per-sample state of the run (``samples/epoch_XXX.npz``, the last one unless ``--epoch``
 names another: the pass the split saw, the given and the true labels) and re-runs the split on the
 same values with other settings. Prints, and saves to
-``benchmarks/results/split_analysis_<run>_epoch_XXX.json``:
+``benchmarks/results/split_analysis_<run>_epoch_XXX.json`` (or ``--out``):
 
 - precision / recall / F1 / AUC of the per-class and of the global GMM, fitted on what the run's
   split fits on (``robust.split.loss``: the pass's cross-entropy or its class-relative form);
@@ -41,6 +41,7 @@ def main(argv=None) -> dict:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--epoch", type=int, default=None,
                    help="the pass of this epoch (default: the run's last saved pass)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON")
     args = p.parse_args(argv)
     cfg = load_config(args.run_dir / "config.yaml")
     files = sorted((args.run_dir / "samples").glob("epoch_*.npz"), key=lambda f: int(f.stem[6:]))
@@ -94,8 +95,8 @@ def main(argv=None) -> dict:
                          "soft_label_top1": float((z["soft_labels"][rel].argmax(1) == true[rel]).mean()),
                          "model_prediction_top1": float((pred[rel] == true[rel]).mean())}
     print(json.dumps(json_safe(out), indent=1))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"split_analysis_{args.run_dir.name}_{files[-1].stem}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"split_analysis_{args.run_dir.name}_{files[-1].stem}.json"
     atomic_write_json(path, json_safe(out))
     print(f"wrote {path}")
     return out

@@ -487,6 +487,18 @@ def test_split_choices_scores_each_setting_on_one_checkpoint(tmp_path, capsys):
     saved = json.loads((tmp_path / "split_choices_sym30-full_epoch_000.json").read_text())
     assert saved["settings"]["cross-entropy"]["f1"] == result["settings"]["cross-entropy"]["f1"]
 
+    # benchmarks/split_analysis.py on the same run's robust pass: the run's global split is a
+    # threshold on the values it fits (a monotone mixture), so the best threshold bounds it.
+    analysis = load_benchmark_script("split_analysis").main(
+        [str(out / "runs" / "sym30-full"), "--epoch", "1", "--out", str(tmp_path)])
+    state = np.load(out / "runs" / "sym30-full" / "samples" / "epoch_001.npz")
+    assert analysis["noise_rate"] == pytest.approx(changed.mean())
+    assert analysis["split_global"]["f1"] <= analysis["best_split_value_threshold_f1"] + 1e-9
+    moved = state["given_labels"] != state["true_labels"]
+    assert analysis["model_accuracy_on_changed_true_labels"] == pytest.approx(
+        (state["pred"][moved] == state["true_labels"][moved]).mean())
+    assert (tmp_path / "split_analysis_sym30-full_epoch_001.json").exists()
+
 
 def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
     """benchmarks/oracle_selection.py: after the warm-up epoch the baseline trains on the samples
