@@ -118,9 +118,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, capsys):
     assert not (tmp_path / "refused").exists()
 
 
-def test_mixup_mixes_the_robust_epochs_batches_only(tmp_path, monkeypatch):
-    """``robust.mixup_alpha``: every batch of a robust epoch is mixed, no warm-up batch is, and
-    the warm-up trains exactly as without it."""
+@pytest.fixture
+def mix_weights(monkeypatch):
+    """The mixing weight of every batch the trainer mixes, in order."""
     import fer_robust.engine.trainer as trainer_module
 
     weights = []
@@ -131,6 +131,13 @@ def test_mixup_mixes_the_robust_epochs_batches_only(tmp_path, monkeypatch):
         return mix(images, lam)
 
     monkeypatch.setattr(trainer_module, "mix_images", recording_mix)
+    return weights
+
+
+def test_mixup_mixes_the_robust_epochs_batches_only(tmp_path, mix_weights):
+    """``robust.mixup_alpha``: every batch of a robust epoch is mixed, no warm-up batch is, and
+    the warm-up trains exactly as without it."""
+    weights = mix_weights
     common = ["--config", DEMO, *FAST, *two_stage((1, 1))]
     train_cli.main([*common, "robust.mixup_alpha=1.0", f"output_dir={tmp_path / 'mixed'}"])
     mixed = read_metrics(tmp_path / "mixed")
@@ -144,19 +151,10 @@ def test_mixup_mixes_the_robust_epochs_batches_only(tmp_path, monkeypatch):
     assert mixed[1]["loss"] != pytest.approx(plain[1]["loss"], rel=1e-3)
 
 
-def test_labels_taken_as_clean_train_unmixed(tmp_path, monkeypatch):
+def test_labels_taken_as_clean_train_unmixed(tmp_path, mix_weights):
     """``robust.noise_gate.keep_mixup``: once the gate takes the labels as clean, the robust
     batches are not mixed, and the run trains exactly as one without mixup; kept, they are."""
-    import fer_robust.engine.trainer as trainer_module
-
-    weights = []
-    mix = trainer_module.mix_images
-
-    def recording_mix(images, lam):
-        weights.append(lam)
-        return mix(images, lam)
-
-    monkeypatch.setattr(trainer_module, "mix_images", recording_mix)
+    weights = mix_weights
     common = ["--config", DEMO, *FAST, *two_stage((1, 1)), "robust.noise_gate.threshold=0.99"]
     train_cli.main([*common, "robust.mixup_alpha=1.0", f"output_dir={tmp_path / 'gated'}"])
     assert weights == []
