@@ -30,7 +30,7 @@ from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 from fer_robust.config import load_config
 from fer_robust.robust.gmm_split import class_dependent_split, split_losses
-from fer_robust.robust.metrics import noise_detection_metrics
+from fer_robust.robust.metrics import noise_detection_metrics, relabel_accuracy
 from fer_robust.utils import atomic_write_json, json_safe
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
                       ("relabelled_changed", z["relabeled_mask"] & changed)):
         if rel.any():
             out[name] = {"count": int(rel.sum()),
-                         "soft_label_top1": float((z["soft_labels"][rel].argmax(1) == true[rel]).mean()),
+                         "soft_label_top1": relabel_accuracy(z["soft_labels"][rel], true[rel]),
                          "model_prediction_top1": float((pred[rel] == true[rel]).mean())}
     print(json.dumps(json_safe(out), indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
