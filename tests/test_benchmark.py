@@ -554,3 +554,94 @@ def test_benchmark_trains_the_peers_as_rows_of_the_same_table(tmp_path):
     md = (out / "results.md").read_text()
     assert "| sym30 | scn |" in md and "| sym30 | gce |" in md
     assert "NaN" not in (out / "results.json").read_text()
+
+
+def test_a_seed_moves_the_subset_the_noise_and_the_weights_and_nothing_else():
+    from fer_robust.config import flatten_config
+    from fer_robust.noise_benchmark.recipe import SEEDED_KEYS
+
+    for variant in ("full", "baseline", "eac"):
+        first = flatten_config(build_run_config(RECIPE, RunSpec("sym30", variant), "full", "/tmp/a"))
+        third = flatten_config(build_run_config(RECIPE, RunSpec("sym30", variant, 2), "full",
+                                                "/tmp/a"))
+        assert {k for k in first if first[k] != third[k]} == set(SEEDED_KEYS)
+        assert all(third[k] == first[k] + 2 for k in SEEDED_KEYS)
+
+
+def test_run_names_carry_the_seed_and_seed_zero_keeps_the_old_names():
+    from fer_robust.noise_benchmark.recipe import parse_run_name
+
+    assert RunSpec("sym30", "eac").name == "sym30-eac"
+    assert RunSpec("sym30", "no_mim", 3).name == "sym30-no_mim-seed3"
+    for spec in (RunSpec("clean", "full"), RunSpec("annotator", "no_arm", 12)):
+        assert parse_run_name(spec.name) == spec
+    for bad in ("sym30", "sym30-", "sym30-eac-seed", "sym30-eac-seed0", "sym30-eac-seedx"):
+        with pytest.raises(KeyError):
+            parse_run_name(bad)
+    assert [s.name for s in plan_runs(["sym30"], [], ["full", "eac"], [0, 1])] == \
+        ["sym30-full", "sym30-eac", "sym30-full-seed1", "sym30-eac-seed1"]
+    with pytest.raises(ConfigError, match="seeds"):
+        plan_runs(["sym30"], [], ["full"], [-1])
+
+
+def test_over_seeds_the_tables_give_mean_sd_and_the_paired_difference():
+    def run(acc):
+        return {"val_accuracy": acc, "best_val_accuracy": acc, "seconds_per_epoch": 1.0}
+
+    results = {"sym30-full": run(0.62), "sym30-eac": run(0.60), "sym30-full-seed1": run(0.64),
+               "sym30-eac-seed1": run(0.65), "sym30-full-seed2": run(0.63),
+               "sym30-eac-seed2": run(0.60), "sym30-gce-seed1": run(0.50)}
+    comparison = compare(results)
+    row = comparison["per_setting"]["sym30"]
+    full, eac = row["models"]["full"], row["models"]["eac"]
+    assert full["n_seeds"] == eac["n_seeds"] == 3
+    assert full["val_accuracy_mean"] == pytest.approx(0.63)
+    assert full["val_accuracy_std"] == pytest.approx(0.01)  # sample sd (ddof=1)
+    assert row["models"]["gce"]["val_accuracy_std"] is None  # one seed
+    paired = row["paired"]["eac"]
+    assert paired["full_minus_by_seed"] == pytest.approx({0: 0.02, 1: -0.01, 2: 0.03})
+    assert paired["min"] == pytest.approx(-0.01) and paired["mean"] == pytest.approx(0.04 / 3)
+    assert row["paired"]["gce"]["n_seeds"] == 1  # paired only where both trained the seed
+    targets = {(t["setting"], t["measure"]): t for t in comparison["targets"]}
+    assert targets["sym30", "paired_min:eac"]["met"] is False  # behind EAC in seed 1
+    assert targets["sym30", "mean_minus:eac"]["value"] == pytest.approx(0.04 / 3)
+    assert targets["annotator", "mean_minus:eac"]["met"] is None  # not trained
+    md = render_markdown(results, comparison, {"title": "t"})
+    assert "| sym30 | full | 3 | 63.00 ± 1.00 | 0: 62.00, 1: 64.00, 2: 63.00 |" in md
+    assert "| sym30 | eac (seed 1) | 65.00 |" in md
+    assert "| sym30 | eac | 3 | 0: +2.00, 1: -1.00, 2: +3.00 | +1.33 | -1.00 |" in md
+
+
+def test_benchmark_trains_every_seed_and_reuses_the_recorded_ones(tmp_path, capsys):
+    """``--seeds 0 1``: one run per seed, each with its own noise draw and training subset; the
+    header says where the figures came from; seed 0 recorded elsewhere is not trained again."""
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 12, "FER2013Valid": 2})
+    common = ["--settings", "sym30", "--variants", "baseline", "--data-root", str(data), "--cpu",
+              "optim.batch_size=32", "data.num_workers=0", "model.backbone=resnet10t",
+              "data.train_fraction=0.5"]
+    first = benchmark_cli.main([*common, "--out", str(tmp_path / "a"), "--seeds", "0"])
+    assert list(first["runs"]) == ["sym30-baseline"]
+    capsys.readouterr()
+    both = benchmark_cli.main([*common, "--out", str(tmp_path / "b"), "--seeds", "0", "1",
+                               "--results-from", str(tmp_path / "a" / "results.json")])
+    printed = capsys.readouterr().out
+    assert "sym30-baseline: finished earlier with this config" in printed
+    assert "sym30-baseline-seed1: training" in printed
+    assert list(both["runs"]) == ["sym30-baseline", "sym30-baseline-seed1"]
+    runs = tmp_path / "b" / "runs"
+    assert not (runs / "sym30-baseline").exists()
+    seed1 = load_config(runs / "sym30-baseline-seed1" / "config.yaml")
+    seed0 = run_config("sym30", "baseline")
+    assert (seed1.seed, seed1.data.split_seed, seed1.data.noise.seed) == \
+        (seed0.seed + 1, seed0.data.split_seed + 1, seed0.data.noise.seed + 1)
+    assert both["per_setting"]["sym30"]["models"]["baseline"]["n_seeds"] == 2
+    noisy = [np.load(d / "noisy_labels.npz") for d in (tmp_path / "a" / "runs" / "sym30-baseline",
+                                                       runs / "sym30-baseline-seed1")]
+    assert not np.array_equal(noisy[0]["changed_mask"], noisy[1]["changed_mask"])
+    saved = json.loads((tmp_path / "b" / "results.json").read_text())
+    header = saved["header"]
+    assert header["seeds"] == [0, 1] and header["recipe"] == "configs/benchmark_ferplus.yaml"
+    assert header["commit"] and "CPU" in header["machine"]
+    assert saved["per_setting"]["sym30"]["models"]["baseline"]["val_accuracy_mean"] == \
+        pytest.approx(np.mean([r["val_accuracy"] for r in both["runs"].values()]))

@@ -4,6 +4,7 @@
     python tools/benchmark.py --quick                  # 3% of the training split, 20 epochs, batch 32
     python tools/benchmark.py --settings sym30 --ablation all      # what each part contributes
     python tools/benchmark.py --variants scn eac gce   # the peers, beside the runs already in --out
+    python tools/benchmark.py --seeds 0 1 2 --settings sym30 --variants baseline full eac
     python tools/benchmark.py --data-root /data/ferplus optim.lr=0.001
 
 For every label setting (``clean``: majority labels; ``sym30``: 30% symmetric noise;
@@ -19,7 +20,15 @@ writes to ``--out``:
   the comparison (damage recovered, margins over the baseline and over each peer) and each target,
   met or not;
 - ``results.md``: the same as Markdown tables;
-- ``runs/<setting>-<variant>/``: each training's run directory (config, metrics, checkpoints).
+- ``runs/<setting>-<variant>[-seed<k>]/``: each training's run directory (config, metrics,
+  checkpoints).
+
+``--seeds`` trains every requested run once per seed: seed ``k`` draws another training subset,
+noise, initial weights and batch order (:data:`~fer_robust.noise_benchmark.recipe.SEEDED_KEYS`);
+seed 0 is the recipe as written and keeps the run names results had before seeds existed, so
+recorded seed-0 runs are reused. The tables then give, per setting and model, the mean ± standard
+deviation of last-epoch validation accuracy over the seeds, and per peer the paired difference
+full − peer of every seed trained by both.
 
 Both result files are rewritten (atomically) after every training. Running the same command again
 does not repeat finished trainings (their summaries are recomputed from their run directories), and
@@ -44,6 +53,7 @@ import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -68,7 +78,7 @@ from fer_robust.engine.inference import load_trained_model
 from fer_robust.engine.trainer import Trainer
 from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, SETTINGS, SIZES,
                                                VARIANTS, RunSpec, build_run_config, ignored_by,
-                                               plan_runs)
+                                               parse_run_name, plan_runs)
 from fer_robust.noise_benchmark.report import (compare, plot_setting_curves, render_markdown,
                                                summarize_run)
 from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
@@ -87,6 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="models to train per setting (default: baseline full; the peers scn, eac "
                         "and gce on request); trained variant by variant, so --variants baseline "
                         "full trains every baseline first")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="K",
+                   help="train every requested run once per seed K (default: 0, the recipe as "
+                        "written); seed K moves the subset, the noise, the initial weights and the "
+                        "batch order, and runs already recorded for a seed are reused")
     p.add_argument("--size", choices=list(SIZES), default="full")
     p.add_argument("--quick", action="store_const", const="quick", dest="size",
                    help="same as --size quick: 3%% of the training split, half the epochs, batch 32")
@@ -244,7 +258,7 @@ def plan_configs(args: argparse.Namespace, out: Path, recorded: dict | None = No
         raise FileNotFoundError(f"recipe not found: {args.config}")
     ablations = list(ABLATIONS) if args.ablation == ["all"] else list(dict.fromkeys(args.ablation))
     specs = plan_runs(list(dict.fromkeys(args.settings)), ablations,
-                      list(dict.fromkeys(args.variants)))
+                      list(dict.fromkeys(args.variants)), list(dict.fromkeys(args.seeds)))
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
@@ -256,9 +270,8 @@ def plan_configs(args: argparse.Namespace, out: Path, recorded: dict | None = No
     earlier = []
     for run_dir in sorted((out / "runs").glob("*-*")) if (out / "runs").is_dir() else []:
         if run_dir.name not in configs and is_finished(run_dir):
-            setting, variant = run_dir.name.split("-", 1)
             try:
-                configs[run_dir.name] = config_of(RunSpec(setting, variant))
+                configs[run_dir.name] = config_of(parse_run_name(run_dir.name))
             except (ConfigError, KeyError):
                 raise ConfigError(f"{run_dir} is not a run of this benchmark") from None
             earlier.append(run_dir.name)
@@ -266,7 +279,7 @@ def plan_configs(args: argparse.Namespace, out: Path, recorded: dict | None = No
         if name in configs or (out / "runs" / name).exists() or "-" not in name:
             continue
         try:
-            cfg = config_of(RunSpec(*name.split("-", 1)))
+            cfg = config_of(parse_run_name(name))
         except (ConfigError, KeyError):
             continue
         if recorded_summary(cfg, out / "runs" / name, recorded, name) is not None:
@@ -289,13 +302,47 @@ def previous_summaries(results_file: Path) -> dict:
         return {}
 
 
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it (or beside it, like the shared
+    data folder), so a results file says where its inputs came from, not where it ran."""
+    root = repo_root().resolve()
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return resolved.relative_to(root).as_posix()
+    except ValueError:
+        pass
+    try:
+        resolved.relative_to(root.parent)
+    except ValueError:
+        return str(path)
+    return Path(os.path.relpath(resolved, root)).as_posix()
+
+
+def git_commit() -> str:
+    """The repository's commit (``+ changes`` when the work tree differs from it), or
+    ``unknown`` outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo_root(),
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=repo_root(), capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + changes" if dirty else head
+
+
 def results_header(args: argparse.Namespace, argv, configs: dict[str, Config]) -> dict:
-    """The report's header: title, command, recipe, size, data root and machine."""
+    """The report's header: where the figures came from (title, command, recipe and data root
+    relative to the repository, size, seeds, git commit, machine; the date is added when the
+    results are written)."""
     return {"title": "FERPlus label-noise benchmark",
             "command": shlex.join(["python", "tools/benchmark.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
-            "recipe": str(args.config), "size": args.size,
-            "data root": next(iter(configs.values())).data.root,
+            "recipe": repo_relative(args.config), "size": args.size,
+            "seeds": list(dict.fromkeys(args.seeds)),
+            "data root": repo_relative(next(iter(configs.values())).data.root),
+            "commit": git_commit(),
             "machine": machine_description(args.cpu)}
 
 
@@ -307,9 +354,11 @@ def write_results(out: Path, header: dict, results: dict) -> dict:
     atomic_write_json(out / "results.json", json_safe({"header": header, "runs": results,
                                                        **comparison}))
     atomic_write_text(out / "results.md", render_markdown(results, comparison, header))
-    for setting in dict.fromkeys(name.split("-", 1)[0] for name in results):
-        curves = {name.split("-", 1)[1]: summary["curves"] for name, summary in results.items()
-                  if name.startswith(f"{setting}-") and "curves" in summary}
+    specs = {name: parse_run_name(name) for name in results}
+    for setting in dict.fromkeys(spec.setting for spec in specs.values()):
+        # Seed 0 only: one line per model keeps the figure readable.
+        curves = {spec.variant: results[name]["curves"] for name, spec in specs.items()
+                  if spec.setting == setting and spec.seed == 0 and "curves" in results[name]}
         plot_setting_curves(curves, out / f"curves_{setting}.png", setting)
     return comparison
 

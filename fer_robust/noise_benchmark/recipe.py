@@ -29,7 +29,7 @@ from fer_robust.config import (Config, ConfigError, StageConfig, config_to_dict,
                                validate)
 
 __all__ = ["SETTINGS", "SIZES", "ABLATIONS", "PEERS", "VARIANTS", "DEFAULT_VARIANTS", "RunSpec",
-           "build_run_config", "plan_runs", "ignored_by"]
+           "SEEDED_KEYS", "build_run_config", "plan_runs", "ignored_by", "parse_run_name"]
 
 # Label settings: overrides of ``data.noise``.
 SETTINGS: dict[str, list[str]] = {
@@ -156,15 +156,41 @@ def _to_gce(cfg: Config) -> None:
 PEERS: dict[str, Callable[[Config], None]] = {"scn": _to_scn, "eac": _to_eac, "gce": _to_gce}
 
 
+#: The config keys a benchmark seed moves (``--seeds``): seed ``k`` adds ``k`` to each, so it draws
+#: another training subset (``data.split_seed``), another noise draw (``data.noise.seed``) and
+#: other initial weights, augmentations and batch order (``seed``). Seed 0 is the recipe as
+#: written. The GMM's own seed (``robust.split.seed``) stays: it only breaks ties of the EM
+#: initialisation, which the per-sample losses already differ in from seed to seed.
+SEEDED_KEYS = ("seed", "data.split_seed", "data.noise.seed")
+
+_SEED_SUFFIX = "-seed"
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """One training of the benchmark: a label setting and a model variant."""
+    """One training of the benchmark: a label setting, a model variant and a seed."""
     setting: str
     variant: str  # "baseline", "full", a peer ("scn", "eac", "gce") or "no_<ablation>"
+    seed: int = 0
 
     @property
     def name(self) -> str:
-        return f"{self.setting}-{self.variant}"
+        """``<setting>-<variant>`` for seed 0 (the names results had before seeds existed),
+        ``<setting>-<variant>-seed<k>`` for seed ``k``."""
+        base = f"{self.setting}-{self.variant}"
+        return base if self.seed == 0 else f"{base}{_SEED_SUFFIX}{self.seed}"
+
+
+def parse_run_name(name: str) -> RunSpec:
+    """The :class:`RunSpec` a run name (:attr:`RunSpec.name`) stands for; ``KeyError`` for a name
+    that is not one (no setting, or a malformed seed)."""
+    setting, sep, rest = name.partition("-")
+    if not sep or not rest:
+        raise KeyError(name)
+    variant, sep, seed = rest.partition(_SEED_SUFFIX)
+    if sep and not (seed.isdigit() and int(seed) > 0 and str(int(seed)) == seed):
+        raise KeyError(name)
+    return RunSpec(setting, variant, int(seed) if sep else 0)
 
 
 #: Model variants every setting can train (``--variants``), besides the ablations.
@@ -174,10 +200,11 @@ DEFAULT_VARIANTS: tuple[str, ...] = ("baseline", "full")
 
 
 def plan_runs(settings: list[str], ablations: list[str],
-              variants: list[str] | tuple[str, ...] = DEFAULT_VARIANTS) -> list[RunSpec]:
+              variants: list[str] | tuple[str, ...] = DEFAULT_VARIANTS,
+              seeds: list[int] | tuple[int, ...] = (0,)) -> list[RunSpec]:
     """The chosen variants (default: baseline and full system; the peers on request) of every
-    setting, then the ablations; variant by variant across the settings, so that e.g. every
-    baseline trains first."""
+    setting, then the ablations, once per seed; seed by seed, and within a seed variant by
+    variant across the settings, so that e.g. every baseline of seed 0 trains first."""
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown}; known: {list(SETTINGS)}")
@@ -187,9 +214,14 @@ def plan_runs(settings: list[str], ablations: list[str],
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise ConfigError(f"unknown variant(s) {bad}; known: {list(VARIANTS)}")
-    runs = [RunSpec(setting, v) for v in variants for setting in settings]
-    for setting in settings:
-        runs += [RunSpec(setting, f"no_{a}") for a in ablations]
+    bad = [k for k in seeds if not isinstance(k, int) or k < 0]
+    if bad:
+        raise ConfigError(f"seeds must be integers >= 0, got {bad}")
+    runs = []
+    for seed in dict.fromkeys(seeds):
+        runs += [RunSpec(setting, v, seed) for v in variants for setting in settings]
+        for setting in settings:
+            runs += [RunSpec(setting, f"no_{a}", seed) for a in ablations]
     return runs
 
 
@@ -198,7 +230,8 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
     """The config of one benchmark training.
 
     Order: the recipe file, then the size, then the label setting, then the user's overrides (so a
-    user can change e.g. ``data.root`` or ``optim.lr`` for every run), then the variant's edit.
+    user can change e.g. ``data.root`` or ``optim.lr`` for every run), then the seed (each of
+    :data:`SEEDED_KEYS` moved by ``spec.seed``), then the variant's edit.
     """
     if size not in SIZES:
         raise ConfigError(f"unknown size {size!r}; known: {list(SIZES)}")
@@ -206,6 +239,10 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
     cfg = load_config(recipe, [*size_overrides, *SETTINGS[spec.setting], *(overrides or []),
                                f"output_dir={output_dir}"])
     cfg = copy.deepcopy(cfg)
+    if spec.seed:
+        cfg.seed += spec.seed
+        cfg.data.split_seed += spec.seed
+        cfg.data.noise.seed += spec.seed
     for st in cfg.stages:
         if st.epochs:
             st.epochs = max(1, round(st.epochs * epoch_share))

@@ -37,7 +37,15 @@ Definitions (the positive class is "noisy" = the given label differs from the ma
 
 With ``robust.relabel.mix_given`` the reported soft label is the training target (retrieval soft
 label mixed with the given label by the clean probability), so ``relabel_top1`` and the vote
-distances describe what training actually used. Every figure comes from a single seed.
+distances describe what training actually used.
+
+Seeds (``tools/benchmark.py --seeds``): a run of seed ``k > 0`` is named
+``<setting>-<variant>-seed<k>``. The per-run figures, the comparison with the baseline and the
+peers and the seed-0 targets read the seed-0 runs; ``per_setting[s]["models"]`` gives per model the
+mean and (sample, ``ddof=1``) standard deviation of last-epoch validation accuracy over every seed
+trained (``val_accuracy_mean``, ``val_accuracy_std``, ``n_seeds``), and ``per_setting[s]["paired"]``
+per other model the difference full − model of every seed both trained, its mean and its smallest
+value. The targets named ``mean_minus:<model>`` and ``paired_min:<model>`` read those.
 """
 from __future__ import annotations
 
@@ -48,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_robust.config import ConfigError
-from fer_robust.noise_benchmark.recipe import PEERS
+from fer_robust.noise_benchmark.recipe import PEERS, parse_run_name
 from fer_robust.robust.metrics import decision_figures, hard_relabel_figures
 from fer_robust.robust.selection import RobustDecision
 
@@ -170,10 +178,54 @@ TARGETS = [
     ("sym30", "margin_over_best_peer", 0.0),
     ("annotator", "margin_over_best_peer", 0.0),
     ("clean", "margin_over_best_peer", 0.0),
+    # Over seeds: means of last-epoch accuracy, and the paired difference in every seed.
+    ("sym30", "mean_minus:eac", 0.02),
+    ("sym30", "mean_minus:gce", 0.02),
+    ("annotator", "mean_minus:eac", 0.01),
+    ("clean", "mean_minus:baseline", -0.003),
+    ("sym30", "paired_min:eac", 0.0),
+    ("annotator", "paired_min:eac", 0.0),
 ]
 # Targets met only strictly above their bound ("ahead of").
 _STRICT = {("sym30", "margin_over_best_peer"), ("annotator", "margin_over_best_peer"),
-           ("*", "tv_soft_below_given")}
+           ("*", "tv_soft_below_given"), ("sym30", "paired_min:eac"),
+           ("annotator", "paired_min:eac")}
+
+
+def seed_statistics(results: dict, setting: str) -> tuple[dict, dict]:
+    """``(models, paired)`` of one setting over every seed in ``results`` (see the module
+    docstring): per model its last-epoch validation accuracy per seed, mean, sample standard
+    deviation (None for one seed) and seed count; per model other than the full system the paired
+    difference full − model of every seed both trained."""
+    by_model: dict[str, dict[int, float]] = {}
+    for name, summary in results.items():
+        try:
+            spec = parse_run_name(name)
+        except KeyError:
+            continue
+        acc = summary.get("val_accuracy")
+        if spec.setting == setting and acc is not None and not (isinstance(acc, float)
+                                                                 and math.isnan(acc)):
+            by_model.setdefault(spec.variant, {})[spec.seed] = float(acc)
+    models = {}
+    for variant, per_seed in by_model.items():
+        values = np.array([per_seed[k] for k in sorted(per_seed)])
+        models[variant] = {"val_accuracy_by_seed": {k: per_seed[k] for k in sorted(per_seed)},
+                           "val_accuracy_mean": float(values.mean()),
+                           "val_accuracy_std": float(values.std(ddof=1)) if values.size > 1
+                           else None,
+                           "n_seeds": int(values.size)}
+    paired = {}
+    full = by_model.get("full", {})
+    for variant, per_seed in by_model.items():
+        common = sorted(set(full) & set(per_seed))
+        if variant == "full" or not common:
+            continue
+        diffs = {k: full[k] - per_seed[k] for k in common}
+        paired[variant] = {"full_minus_by_seed": diffs,
+                           "mean": float(np.mean(list(diffs.values()))),
+                           "min": float(min(diffs.values())), "n_seeds": len(common)}
+    return models, paired
 
 
 def _get(results: dict, setting: str, variant: str, key: str) -> float | None:
@@ -193,7 +245,13 @@ def compare(results: dict) -> dict:
     ``full_minus_peer`` (full system's last epoch minus the peer's); ``margin_over_best_peer`` is
     the smallest of those (the full system against the best peer).
     """
-    settings = list(dict.fromkeys(name.split("-", 1)[0] for name in results))
+    specs = {}
+    for name in results:
+        try:
+            specs[name] = parse_run_name(name)
+        except KeyError:
+            continue
+    settings = list(dict.fromkeys(spec.setting for spec in specs.values()))
     per_setting: dict = {}
     base_clean = _get(results, "clean", "baseline", "val_accuracy")
     for s in settings:
@@ -222,10 +280,11 @@ def compare(results: dict) -> dict:
         # A full system that relabelled nothing (the noise gate took the labels as clean) has no
         # soft label to compare: its targets are the given labels.
         row["full_num_relabeled"] = _get(results, s, "full", "num_relabeled")
-        ablations = {name.split("-", 1)[1][3:]: full - _get(results, s, name.split("-", 1)[1],
-                                                             "val_accuracy")
-                     for name in results if name.startswith(f"{s}-no_") and full is not None
-                     and _get(results, s, name.split("-", 1)[1], "val_accuracy") is not None}
+        ablations = {spec.variant[3:]: full - _get(results, s, spec.variant, "val_accuracy")
+                     for spec in specs.values()
+                     if spec.setting == s and spec.seed == 0 and spec.variant.startswith("no_")
+                     and full is not None
+                     and _get(results, s, spec.variant, "val_accuracy") is not None}
         if ablations:
             row["ablation_contribution"] = ablations  # full - (full without the part)
         peers = {}
@@ -241,6 +300,7 @@ def compare(results: dict) -> dict:
             margins = [p["full_minus_peer"] for p in peers.values()
                        if p["full_minus_peer"] is not None]
             row["margin_over_best_peer"] = min(margins) if margins else None
+        row["models"], row["paired"] = seed_statistics(results, s)
         per_setting[s] = row
 
     targets = []
@@ -252,6 +312,8 @@ def compare(results: dict) -> dict:
         else:
             if what in ("split_f1", "relabel_top1"):
                 value = _get(results, setting, "full", what)
+            elif what.startswith(("mean_minus:", "paired_min:")):
+                value = _seed_measure(per_setting.get(setting, {}), what)
             else:
                 value = per_setting.get(setting, {}).get(what)
             if value is None:
@@ -263,6 +325,18 @@ def compare(results: dict) -> dict:
         targets.append({"setting": setting, "measure": what, "target": bound, "value": value,
                         "met": met})
     return {"per_setting": per_setting, "targets": targets}
+
+
+def _seed_measure(row: dict, what: str) -> float | None:
+    """A seed target's value: ``mean_minus:<model>`` (full's mean − the model's mean) or
+    ``paired_min:<model>`` (the smallest per-seed full − model)."""
+    kind, model = what.split(":", 1)
+    models = row.get("models", {})
+    if kind == "mean_minus":
+        if "full" not in models or model not in models:
+            return None
+        return models["full"]["val_accuracy_mean"] - models[model]["val_accuracy_mean"]
+    return row.get("paired", {}).get(model, {}).get("min")
 
 
 def _pct(x: float | None) -> str:
@@ -286,6 +360,21 @@ _TARGET_TEXT = {
 }
 
 
+def _target_text(t: dict) -> str:
+    what = t["measure"]
+    if what.startswith(("mean_minus:", "paired_min:")):
+        kind, model = what.split(":", 1)
+        if kind == "mean_minus":
+            return (f"full − {model}, mean val accuracy over seeds (last epochs) ≥ "
+                    f"{100 * t['target']:+.1f} pts")
+        return f"full − {model} (last epochs) > {100 * t['target']:+.1f} pts in every seed"
+    bound = 100 * t["target"] if what.startswith("margin_over") else t["target"]
+    if what == "margin_over_best_peer":
+        strict = (t["setting"], what) in _STRICT
+        return _TARGET_TEXT[what].format(">" if strict else "≥", bound)
+    return _TARGET_TEXT[what].format(bound)
+
+
 def _target_value(t: dict, per_setting: dict) -> str:
     value, what = t["value"], t["measure"]
     if value is None:
@@ -301,6 +390,12 @@ def _target_value(t: dict, per_setting: dict) -> str:
         return _num(value)
     if what in ("margin_over_baseline", "margin_over_baseline_best", "margin_over_best_peer"):
         return _num(100 * value, "{:+.2f} pts")
+    if what.startswith(("mean_minus:", "paired_min:")):
+        kind, model = what.split(":", 1)
+        row = per_setting.get(t["setting"], {})
+        n = (min(row["models"]["full"]["n_seeds"], row["models"][model]["n_seeds"])
+             if kind == "mean_minus" else row["paired"][model]["n_seeds"])
+        return _num(100 * value, "{:+.2f} pts") + f" ({n} seed{'s' if n > 1 else ''})"
     return _pct(value) + "%"
 
 
@@ -312,7 +407,7 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         if key != "title":
             shown = f"`{value}`" if key == "command" else value
             lines.append(f"- **{key}**: {shown}")
-    lines += ["", "Accuracies in %, from a single seed each: the last epoch's (the model a run ends "
+    lines += ["", "Accuracies in %, one training each: the last epoch's (the model a run ends "
               "with) and the best epoch's (for reference; nothing is selected on it). Memorised: "
               "share of the changed-label training images predicted as their wrong given label "
               "after the last epoch; fit: training accuracy on the given labels.", "",
@@ -322,7 +417,8 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
               "relabel top-1 % (changed) | TV soft→votes (given→votes) | s/epoch (robust) |",
               "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|---:|"]
     for name, r in results.items():
-        setting, variant = name.split("-", 1)
+        spec = parse_run_name(name)
+        setting, variant = spec.setting, spec.variant + (f" (seed {spec.seed})" if spec.seed else "")
         split = "–"
         if r.get("split_f1") is not None:
             split = " / ".join(_num(r.get(f"split_{k}"), "{:.2f}") for k in ("precision", "recall",
@@ -375,18 +471,39 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         for s, row in per_setting.items():
             for part, delta in row.get("ablation_contribution", {}).items():
                 lines.append(f"| {s} | {part} | {_pct(delta)} |")
+    lines += _seed_tables(per_setting)
     lines += ["", "## Targets", "", "| setting | target | measured | met |", "|---|---|---:|---|"]
     for t in comparison["targets"]:
-        bound = 100 * t["target"] if t["measure"].startswith("margin_over") else t["target"]
-        if t["measure"] == "margin_over_best_peer":
-            strict = (t["setting"], t["measure"]) in _STRICT
-            text = _TARGET_TEXT[t["measure"]].format(">" if strict else "≥", bound)
-        else:
-            text = _TARGET_TEXT[t["measure"]].format(bound)
+        text = _target_text(t)
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['setting']} | {text} | {_target_value(t, per_setting)} | {met} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _seed_tables(per_setting: dict) -> list[str]:
+    """Markdown of the seed statistics: mean ± sd per setting and model, then the paired
+    differences full − model per seed."""
+    lines = ["", "## Over seeds: last-epoch validation accuracy", "",
+             "Mean ± sample standard deviation over the seeds trained; the per-seed values in seed "
+             "order.", "",
+             "| setting | model | seeds | mean ± sd | per seed |", "|---|---|---:|---:|---|"]
+    for s, row in per_setting.items():
+        for model, m in row.get("models", {}).items():
+            mean = _pct(m["val_accuracy_mean"])
+            if m["val_accuracy_std"] is not None:
+                mean += f" ± {_pct(m['val_accuracy_std'])}"
+            per_seed = ", ".join(f"{k}: {_pct(v)}" for k, v in m["val_accuracy_by_seed"].items())
+            lines.append(f"| {s} | {model} | {m['n_seeds']} | {mean} | {per_seed} |")
+    lines += ["", "## Over seeds: full − model, paired by seed (pts)", "",
+              "| setting | model | seeds | per seed | mean | smallest |",
+              "|---|---|---:|---|---:|---:|"]
+    for s, row in per_setting.items():
+        for model, p in row.get("paired", {}).items():
+            per_seed = ", ".join(f"{k}: {100 * v:+.2f}" for k, v in p["full_minus_by_seed"].items())
+            lines.append(f"| {s} | {model} | {p['n_seeds']} | {per_seed} | "
+                         f"{100 * p['mean']:+.2f} | {100 * p['min']:+.2f} |")
+    return lines
 
 
 def plot_setting_curves(curves: dict[str, dict], path: Path, title: str) -> None:
