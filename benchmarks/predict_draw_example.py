@@ -1,4 +1,5 @@
-"""The README's picture of ``tools/predict.py --draw``: a test scene through a trained run.
+"""The picture of ``tools/predict.py --draw`` (docs/deployment.md): a test scene through a trained
+run.
 
     python benchmarks/predict_draw_example.py --checkpoint runs/ferplus
 

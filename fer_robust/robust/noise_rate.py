@@ -2,9 +2,9 @@
 
 The split (:mod:`fer_robust.robust.gmm_split`) decides per image, and under clean labels it still
 flags the hardest faces: on clean FERPlus a fifth of the images at every robust epoch, whose
-relabelling costs the full system 1.75 points against cross-entropy (README, "Clean labels: what
-the split costs"). No per-image signal tells those faces from wrong labels; a dataset-level one
-does.
+relabelling cost the full system without this gate 1.75 points against cross-entropy
+(docs/noise_benchmark.md, "Clean labels: what the split costs"). No per-image signal tells those
+faces from wrong labels; a dataset-level one does.
 
 :func:`estimate_noise_rate` is the anchor-point estimate of the label transition matrix (Patrini
 et al., "Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach", CVPR
