@@ -244,3 +244,70 @@ def test_decode_error_in_a_loader_worker_is_one_line_naming_the_file(folder_with
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1, err
     assert err[0].startswith(f"train: error: folder train: cannot read image {broken}: ")
+
+
+# --------------------------------------------------------------------------------------------------
+# Label files are untrusted: the image paths they list stay inside their dataset's folder
+# --------------------------------------------------------------------------------------------------
+def _affectnet(tmp_path):
+    from _benchmark_fixtures import write_affectnet
+
+    from fer_robust.data.affectnet import read_affectnet
+    root = write_affectnet(tmp_path / "affectnet", [0, 1, 2, 3], [0, 1, 2, 3])
+    return (root, root / "validation.csv", 3, "Manually_Annotated_Images",
+            lambda: read_affectnet(root, "test"))
+
+
+def _ferplus(tmp_path):
+    from _benchmark_fixtures import write_ferplus
+
+    from fer_robust.data.ferplus import read_ferplus
+    root = write_ferplus(tmp_path / "ferplus")
+    return root, root / "FER2013Train" / "label.csv", 2, "FER2013Train", \
+        lambda: read_ferplus(root, "train")
+
+
+def _rafdb(tmp_path):
+    from _benchmark_fixtures import write_rafdb
+
+    from fer_robust.data.rafdb import read_rafdb
+    root = write_rafdb(tmp_path / "rafdb")
+    return (root, root / "EmoLabel" / "list_patition_label.txt", 2, "Image/aligned",
+            lambda: read_rafdb(root, "train", val_fraction=0.2))
+
+
+@pytest.mark.parametrize("reader", [_affectnet, _ferplus, _rafdb], ids=lambda r: r.__name__[1:])
+def test_label_file_paths_that_leave_the_dataset_folder_are_refused(reader, tmp_path):
+    """A row naming ``../../outside/secret.png`` or an absolute path is refused, naming the file
+    and row, before any image is opened; a symlinked image folder inside the root still reads."""
+    from fer_robust.data.base import DatasetFormatError
+
+    root, label_file, line, images, read = reader(tmp_path)
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    shutil.copy(next(p for p in (root / images).rglob("*") if p.is_file()
+                     and p.suffix in (".png", ".jpg")), secret)
+    original = label_file.read_text()
+    rows = original.splitlines()
+    name = re.split(r"[ ,]", rows[line - 1])[0]
+    escapes = ["../" * (len(Path(images).parts) + 1) + "outside/secret.png", str(secret)]
+    if reader is _rafdb:  # a name must start with its split; "_aligned" is added to its stem
+        shutil.copy(secret, secret.with_name("secret_aligned.png"))
+        escapes = ["train_/" + "../" * (len(Path(images).parts) + 2) + "outside/secret.png",
+                   str(secret)]
+    for escape in escapes:
+        rows[line - 1] = rows[line - 1].replace(name, escape, 1)
+        label_file.write_text("\n".join(rows) + "\n")
+        with pytest.raises(DatasetFormatError, match=rf"{re.escape(str(label_file))}:{line}: image "
+                                                     "path .* leaves the dataset folder"):
+            read()
+        rows = original.splitlines()
+    # The images on another disk, linked into the root: read as before.
+    label_file.write_text(original)
+    moved = tmp_path / "other_disk" / "images"
+    moved.parent.mkdir()
+    shutil.move(str(root / images), moved)
+    if reader is _ferplus:  # the label file lives in the linked folder itself
+        label_file = moved / "label.csv"
+    (root / images).symlink_to(moved, target_is_directory=True)
+    assert len(read()) > 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -14,7 +15,8 @@ from fer_robust.data.dataset_facts import SPLITS
 from fer_robust.data.splits import stratified_split
 
 __all__ = ["SplitNotFoundError", "IMAGE_EXTENSIONS", "check_split", "require_dir", "require_file",
-           "refuse_duplicate_rows", "find_unreadable", "drop_unreadable", "carve", "finish_dataset"]
+           "refuse_duplicate_rows", "refuse_path_outside_root", "find_unreadable",
+           "drop_unreadable", "carve", "finish_dataset"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -53,6 +55,26 @@ def refuse_duplicate_rows(names: Sequence[str], lines: Sequence[int], label_file
             raise DatasetFormatError(f"{label_file}:{line}: {name} is listed again (first at line "
                                      f"{first_line[name]}); remove the duplicate row")
         first_line[name] = line
+
+
+def refuse_path_outside_root(rel_path: str, label_file: Path, line: int) -> str:
+    """``rel_path``, an image path read from row ``line`` of ``label_file``, when it stays under
+    the folder the reader joins it to; otherwise a :class:`DatasetFormatError` naming the file and
+    row.
+
+    A label file is input like any other: a row naming ``/srv/elsewhere/x.png`` or
+    ``../../outside/x.png`` would otherwise be read, trained on, listed in ``relabel.csv`` and
+    embedded in ``report.html``. So an absolute path and any ``..`` part are refused (``/`` and
+    ``\\`` both count as separators). The check is on the path as written, not on where it
+    resolves: a folder inside the root may be a symbolic link to another disk and stays readable.
+    """
+    parts = re.split(r"[/\\]", rel_path)
+    if os.path.isabs(rel_path) or rel_path.startswith(("/", "\\")) or ".." in parts:
+        shown = rel_path if len(rel_path) <= 160 else rel_path[:160] + "..."
+        raise DatasetFormatError(f"{label_file}:{line}: image path {shown!r} leaves the dataset "
+                                 "folder (an absolute path or a '..' part); a label file may only "
+                                 "name images under the dataset's image folder")
+    return rel_path
 
 
 def find_unreadable(paths: Sequence[str]) -> np.ndarray:

@@ -25,7 +25,7 @@ from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data.decode import to_rgb
 from fer_robust.data._reading import (carve, check_split, finish_dataset, refuse_duplicate_rows,
-                                      require_dir, require_file)
+                                      refuse_path_outside_root, require_dir, require_file)
 
 __all__ = ["read_affectnet", "AFFECTNET_COLUMNS"]
 
@@ -89,7 +89,8 @@ def _parse_csv(csv_file: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             except ValueError:
                 raise DatasetFormatError(f"{csv_file}:{line}: face box "
                                          f"{[row[c] for c in box_cols]} is not numeric") from None
-            rel_paths.append(row[col["subDirectory_filePath"]].strip())
+            rel_paths.append(refuse_path_outside_root(row[col["subDirectory_filePath"]].strip(),
+                                                      csv_file, line))
             labels.append(label)
             boxes.append(box)
             lines.append(line)

@@ -19,7 +19,7 @@ import numpy as np
 from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import (check_split, finish_dataset, refuse_duplicate_rows,
-                                      require_dir, require_file)
+                                      refuse_path_outside_root, require_dir, require_file)
 
 __all__ = ["read_ferplus", "majority_vote", "FERPLUS_SPLIT_FOLDERS"]
 
@@ -70,6 +70,7 @@ def _parse_label_csv(label_file: Path) -> tuple[list[str], np.ndarray]:
             name = row[0].strip()
             if not name:
                 raise DatasetFormatError(f"{label_file}:{line}: empty image file name")
+            refuse_path_outside_root(name, label_file, line)
             try:
                 values = [float(c) for c in row[2:]]
             except ValueError:

@@ -19,7 +19,7 @@ import numpy as np
 from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import (carve, check_split, finish_dataset, refuse_duplicate_rows,
-                                      require_dir, require_file)
+                                      refuse_path_outside_root, require_dir, require_file)
 
 __all__ = ["read_rafdb", "RAFDB_LABEL_FILE"]
 
@@ -42,6 +42,7 @@ def _parse_partition_file(label_file: Path) -> tuple[list[str], np.ndarray, np.n
                 raise DatasetFormatError(f"{label_file}:{line_no}: expected '<image> <label>', "
                                          f"got {line.strip()!r}")
             name, raw = fields
+            refuse_path_outside_root(name, label_file, line_no)
             if not (name.startswith("train_") or name.startswith("test_")):
                 raise DatasetFormatError(f"{label_file}:{line_no}: image name {name!r} starts with "
                                          "neither 'train_' nor 'test_'")
