@@ -1,6 +1,7 @@
 """Small shared helpers: atomic file writes and seeding."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 __all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "atomic_save_npz", "seed_everything",
-           "json_safe", "share_like_new_files"]
+           "json_safe", "share_like_new_files", "refuse_file_in_the_way", "writable_folder"]
 
 
 def _umask() -> int:
@@ -43,6 +44,36 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def refuse_file_in_the_way(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """``folder`` as a Path when it is, or can be made, a folder: a NotADirectoryError saying so
+    when it is an existing file, or lies under one (``mkdir`` would fail with FileExistsError or
+    NotADirectoryError, naming neither the setting nor the file in the way)."""
+    folder = Path(folder)
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            break
+        if path.exists() or path.is_symlink():
+            where = "is a file" if path == folder else f"lies under {path}, which is a file"
+            raise NotADirectoryError(f"{what} {folder} {where}, not a folder")
+    return folder
+
+
+def writable_folder(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """``folder``, created if needed, once a file could be made in it; checked before a tool's
+    work rather than when it writes the result. Raises NotADirectoryError (see
+    :func:`refuse_file_in_the_way`) or PermissionError naming ``what`` and the folder."""
+    folder = refuse_file_in_the_way(folder, what)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # O_TMPFILE where it exists: leaves no name
+            pass
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise PermissionError(f"{what} {folder} is not writable ({e.strerror})") from None
+    return folder
 
 
 def share_like_new_files(folder: str | os.PathLike) -> None:

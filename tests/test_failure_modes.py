@@ -311,3 +311,133 @@ def test_label_file_paths_that_leave_the_dataset_folder_are_refused(reader, tmp_
         label_file = moved / "label.csv"
     (root / images).symlink_to(moved, target_is_directory=True)
     assert len(read()) > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# One run writes into an output_dir at a time; an output_dir a run cannot be written into
+# --------------------------------------------------------------------------------------------------
+# Holds a run directory as a training does, until its stdin closes or it is killed.
+HOLDER = ("import sys; from fer_robust.engine.run_dir import hold_run_dir; "
+          "hold = hold_run_dir(sys.argv[1]); print('held', flush=True); sys.stdin.read()")
+
+
+@pytest.fixture
+def hold_in_another_process():
+    """``hold(path)`` holds ``path`` from another process and returns it (killed at the end)."""
+    holders = []
+
+    def hold(path: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], cwd=ROOT, text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        holders.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+    yield hold
+    for proc in holders:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_run_directory_another_process_holds_is_refused_and_a_dead_holders_lock_taken_over(
+        run_copy, cut_run, hold_in_another_process, capsys):
+    holder = hold_in_another_process(run_copy)
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--resume", str(run_copy)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert f"output_dir {run_copy} is in use by another run (process {holder.pid} on " in err[0]
+    assert_same_epochs(read_metrics(run_copy), read_metrics(cut_run))  # nothing was touched
+    holder.kill()  # SIGKILL: its lock file stays behind, stale
+    holder.wait()
+    assert (run_copy / ".lock").is_file()
+    train_cli.main(["--resume", str(run_copy), "--stop-after-epoch", "2"])
+    assert [r["epoch"] for r in read_metrics(run_copy)] == [0, 1, 2]
+    assert not (run_copy / ".lock").exists()  # released when the run ended
+
+
+def test_benchmark_never_clears_a_run_directory_another_process_holds(tmp_path,
+                                                                     hold_in_another_process):
+    """tools/benchmark.py starts a run without a checkpoint again from scratch: not while
+    another process trains in it."""
+    from fer_robust.cli import benchmark as benchmark_cli
+    from fer_robust.engine.run_dir import RunDirError
+    from fer_robust.noise_benchmark.recipe import RunSpec, build_run_config
+
+    run_dir = tmp_path / "runs" / "sym30-full"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("")  # its first epoch, before the first checkpoint
+    cfg = build_run_config(ROOT / "configs" / "benchmark_ferplus.yaml", RunSpec("sym30", "full"),
+                           "full", run_dir)
+    holder = hold_in_another_process(run_dir)
+    with pytest.raises(RunDirError, match=rf"in use by another run \(process {holder.pid} on "):
+        benchmark_cli.run_one(cfg, run_dir, True, [])
+    assert (run_dir / "metrics.jsonl").is_file()
+
+
+@pytest.mark.parametrize("output_dir, message", [
+    ("", "'output_dir' is empty: the run would be written into the current directory"),
+    ("a_file", "output_dir {tmp}/a_file is a file, not a folder"),
+    ("a_file/run", "output_dir {tmp}/a_file/run lies under {tmp}/a_file, which is a file"),
+])
+def test_output_dir_that_is_empty_a_file_or_under_a_file_is_one_line(output_dir, message, tmp_path,
+                                                                     monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--config", DEMO, *FAST, "stages.0.epochs=1", "stages.1.epochs=0",
+                        "stages.2.epochs=0",
+                        f"output_dir={tmp_path / output_dir if output_dir else ''}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert message.format(tmp=tmp_path) in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing was written
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path):
+    """A folder no file can be made in: read-only, or for root (who ignores the mode bits)
+    immutable (``chattr +i``); skipped where neither holds."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    immutable = False
+    if os.access(folder, os.W_OK) and shutil.which("chattr"):
+        chattr = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+        immutable = chattr.returncode == 0
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("cannot make a folder unwritable here")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("tool", ["train", "test", "predict", "relabel"])
+def test_an_unwritable_output_folder_is_one_line_before_any_work(tool, cut_run, unwritable_folder,
+                                                                 tmp_path, capsys):
+    from fer_robust.cli import relabel as relabel_cli
+    from fer_robust.data.demo import save_demo_as_image_folder
+
+    ro = unwritable_folder
+    cases = {
+        "train": (train_cli, ["--config", DEMO, *FAST, f"output_dir={ro}/run"],
+                  f"cannot write in output_dir {ro}/run: "),
+        "test": (test_cli, ["--checkpoint", str(cut_run), "--split", "val", "--out",
+                            f"{ro}/eval.json"], f"the result's folder {ro} is not writable"),
+        "predict": (predict_cli, ["--checkpoint", str(cut_run), "--no-detect",
+                                  str(tmp_path / "faces"), "--out", f"{ro}/predictions.csv"],
+                    f"--out folder {ro} is not writable"),
+        "relabel": (relabel_cli, ["--checkpoint", str(cut_run), "--out", f"{ro}/relabel"],
+                    f"--out folder {ro}/relabel is not writable"),
+    }
+    module, argv, message = cases[tool]
+    if tool == "predict":
+        save_demo_as_image_folder(tmp_path / "faces", per_class=1, img_size=48)
+    with pytest.raises(SystemExit) as exc:
+        module.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"{tool}: error: ") and message in err[0]
+

@@ -75,6 +75,7 @@ from fer_robust.engine.checkpoint import latest_checkpoint
 from fer_robust.engine.distributed import build_accelerator
 from fer_robust.engine.evaluation import classification_metrics, predict_logits
 from fer_robust.engine.inference import load_trained_model
+from fer_robust.engine.run_dir import hold_run_dir
 from fer_robust.engine.trainer import Trainer
 from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, SETTINGS, SIZES,
                                                VARIANTS, RunSpec, build_run_config, ignored_by,
@@ -195,11 +196,13 @@ def run_one(cfg, run_dir: Path, cpu: bool, accelerator_holder: list) -> dict:
     than continued with this config."""
     check_same_config(cfg, run_dir)
     if run_dir.exists() and latest_checkpoint(run_dir) is None:
-        # Cut short before its first checkpoint: nothing to continue from.
+        # Cut short before its first checkpoint: nothing to continue from. Removed only while no
+        # other process trains in it (engine.run_dir); the Trainer holds it again to train.
         state = PartialState()
         if state.is_main_process:
             print(f"[benchmark] {run_dir} has no checkpoint yet; starting it again", flush=True)
-            shutil.rmtree(run_dir)
+            with hold_run_dir(run_dir):
+                shutil.rmtree(run_dir)
         state.wait_for_everyone()
     resume = latest_checkpoint(run_dir) is not None
     trainer = Trainer(cfg, resume=resume, cpu=cpu).setup()

@@ -24,7 +24,7 @@ _USER_ERRORS = (
     ("fer_robust.data.base", "DatasetFormatError"),
     ("fer_robust.engine.checkpoint", "CheckpointError"),
     ("fer_robust.models.weights", "PretrainedFileError"),
-    ("fer_robust.engine.trainer", "RunDirError"),
+    ("fer_robust.engine.run_dir", "RunDirError"),
     ("fer_robust.engine.trainer", "NonFiniteLossError"),
     ("fer_robust.deploy.extras", "MissingExtraError"),
 )
@@ -35,9 +35,11 @@ _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """The user-error types of the modules imported so far, FileNotFoundError and
-    IsADirectoryError."""
-    found: list[type[BaseException]] = [FileNotFoundError, IsADirectoryError]
+    """The user-error types of the modules imported so far, and the operating system's errors
+    about paths: a missing file, a folder or a file where the other was expected, no
+    permission."""
+    found: list[type[BaseException]] = [FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                                        PermissionError]
     for module, name in _USER_ERRORS:
         if module in sys.modules:
             found.append(getattr(sys.modules[module], name))

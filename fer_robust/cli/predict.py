@@ -165,9 +165,15 @@ def main(argv=None) -> list[dict]:
     with user_errors_exit("predict"):
         from fer_robust.deploy.classifiers import load_classifier
         from fer_robust.deploy.media import list_inputs
-        from fer_robust.utils import atomic_path
+        from fer_robust.utils import atomic_path, writable_folder
 
         files = list_inputs(args.inputs, videos=not args.no_detect)
+        # Where the results go is checked before any work (a folder that cannot be written).
+        if args.out:
+            csv_file = args.out / "predictions.csv" if args.out.is_dir() else args.out
+            writable_folder(csv_file.parent, "--out folder")
+        if args.draw:
+            writable_folder(args.draw, "--draw folder")
         detector = None
         if not args.no_detect:  # before the model: a missing extra stops the tool at once
             from fer_robust.deploy.faces import build_detector

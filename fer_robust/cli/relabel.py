@@ -68,7 +68,7 @@ from fer_robust.robust.gmm_split import LossHistory
 from fer_robust.robust.metrics import decision_figures
 from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.robust.selection import RobustDecision, split_and_relabel
-from fer_robust.utils import atomic_path, atomic_write_json
+from fer_robust.utils import atomic_path, atomic_write_json, writable_folder
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -254,6 +254,7 @@ def main(argv=None) -> dict:
         if args.data_root:
             overrides.append(f"data.root={args.data_root}")
         run_dir, weights = resolve_checkpoint(args.checkpoint)
+        writable_folder(args.out, "--out folder")  # before the pass, not after it
         cfg, model, class_names, _ = load_trained_model(args.checkpoint, overrides)
         if cfg.method.name != "staged":
             raise ConfigError(f"{run_dir} was trained by method {cfg.method.name!r}: this tool "

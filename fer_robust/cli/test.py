@@ -57,10 +57,12 @@ def main(argv=None) -> dict:
                                                   save_confusion_png)
         from fer_robust.engine.inference import load_trained_model
         from fer_robust.engine.protocol import selection_record
-        from fer_robust.utils import atomic_write_json
+        from fer_robust.utils import atomic_write_json, writable_folder
 
         overrides = [f"data.root={args.data_root}"] if args.data_root else []
         cfg, model, class_names, run_dir = load_trained_model(args.checkpoint, overrides)
+        out, png = result_paths(args.out, run_dir, args.split)
+        writable_folder(out.parent, "the result's folder")  # before the pass, not after it
         dataset = build_dataset(cfg.data, args.split, build_transform(cfg.data, train=False))
         if dataset.classes != class_names:
             from fer_robust.config import ConfigError
@@ -76,7 +78,6 @@ def main(argv=None) -> dict:
         result.update({"split": args.split, "checkpoint": str(args.checkpoint), "tta": args.tta,
                        "dataset": cfg.data.name, "data_root": cfg.data.root,
                        **selection_record(cfg.data.protocol, run_dir)})
-        out, png = result_paths(args.out, run_dir, args.split)
         if accelerator.is_main_process:
             atomic_write_json(out, result)
             save_confusion_png(result["confusion_matrix"], class_names, png,

@@ -70,9 +70,11 @@ def main(argv=None) -> dict:
             from accelerate import PartialState
 
             from fer_robust.engine.branching import make_branch, plan_branch
+            from fer_robust.engine.run_dir import hold_run_dir
             plan = plan_branch(args.branch_from, cfg)
             if PartialState().is_main_process:
-                make_branch(plan)
+                with hold_run_dir(cfg.output_dir):  # no other run writes there meanwhile
+                    make_branch(plan)
             PartialState().wait_for_everyone()
         from fer_robust.engine.trainer import Trainer
         trainer = Trainer(cfg, resume=args.resume is not None or args.branch_from is not None,

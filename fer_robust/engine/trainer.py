@@ -43,6 +43,7 @@ from fer_robust.engine.evaluation import (SamplePassResult, classification_metri
                                          predict_logits)
 from fer_robust.engine.mixup import BatchMixer, mix_images
 from fer_robust.engine.protocol import has_validation, protocol_banner, selection_record
+from fer_robust.engine.run_dir import RunDirError, RunDirLock, hold_run_dir
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, StageInputs, build_stage
@@ -60,10 +61,6 @@ __all__ = ["Trainer", "NonFiniteLossError", "RunDirError", "classified_mask"]
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite (names the epoch, step and term)."""
-
-
-class RunDirError(RuntimeError):
-    """The run directory already holds a run (and ``--resume`` was not given), or lacks one."""
 
 
 def load_datasets(cfg: Config) -> tuple[FERDataset, FERDataset | None]:
@@ -184,6 +181,8 @@ class Trainer:
         self.resume_inexact = resume_inexact
         # Fields for the next metrics record (e.g. that the resume was inexact).
         self._record_notes: dict = {}
+        # The main process's hold on run_dir, from setup() until fit() ends (engine.run_dir).
+        self._run_lock: RunDirLock | None = None
         self.accelerator = build_accelerator(cfg.mixed_precision, cfg.optim.grad_accum_steps,
                                              self.run_dir, cfg.log_tensorboard, cpu=cpu)
         self.device = self.accelerator.device
@@ -196,6 +195,33 @@ class Trainer:
     # setup
     # ------------------------------------------------------------------------------------------
     def setup(self) -> "Trainer":
+        """Hold the run directory (one run writes into it at a time: :mod:`fer_robust.engine.
+        run_dir`), then build everything. The hold lasts until :meth:`fit` ends, or ends here if
+        the setup fails."""
+        self._hold_run_dir()
+        try:
+            return self._build()
+        except BaseException:
+            self.release_run_dir()
+            raise
+
+    def _hold_run_dir(self) -> None:
+        def hold() -> str | None:
+            try:
+                self._run_lock = hold_run_dir(self.cfg.output_dir)
+            except RunDirError as e:
+                return str(e)
+            return None
+        refused = run_on_main(self.accelerator, hold)  # every process stops, or none
+        if refused is not None:
+            raise RunDirError(refused)
+
+    def release_run_dir(self) -> None:
+        """End this process's hold on the run directory (:meth:`fit` does, however it ends)."""
+        if self._run_lock is not None:
+            self._run_lock.release()
+
+    def _build(self) -> "Trainer":
         cfg, acc = self.cfg, self.accelerator
         self._check_run_dir()
         seed_everything(cfg.seed)
@@ -401,7 +427,15 @@ class Trainer:
         leaves accelerate's trackers and process group up, for callers that go on to evaluate or
         train again in the same processes (``tools/benchmark.py``); they call
         ``accelerator.end_training()`` themselves.
+
+        The run directory is released when this returns or raises (a Ctrl-C, a full disk).
         """
+        try:
+            return self._run_epochs(stop_after_epoch, end_training)
+        finally:
+            self.release_run_dir()
+
+    def _run_epochs(self, stop_after_epoch: int | None, end_training: bool) -> dict:
         record: dict = {}
         for epoch in range(self.start_epoch, self.total_epochs):
             stage = self.stage_at(epoch)
