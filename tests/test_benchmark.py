@@ -11,9 +11,10 @@ from fer_robust.noise_benchmark.recipe import (ABLATIONS, PEERS, RunSpec, build_
                                                ignored_by, plan_runs)
 from fer_robust.noise_benchmark.report import compare, render_markdown, summarize_run
 from fer_robust.cli import benchmark as benchmark_cli
-from fer_robust.config import ConfigError, load_config
+from fer_robust.config import ConfigError
 from fer_robust.data.registry import train_subset
 from fer_robust.data.base import FERDataset
+from fer_robust.validation import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "benchmark_ferplus.yaml"
@@ -54,7 +55,7 @@ def test_fingerprints_leave_out_later_keys_at_the_value_earlier_runs_had():
 
 
 def test_a_run_directory_replaced_after_planning_is_refused_not_trained(tmp_path):
-    from fer_robust.config import save_config
+    from fer_robust.config_io import save_config
 
     cfg = run_config("sym30", "full")
     run_dir = tmp_path / "runs" / "sym30-full"
@@ -71,7 +72,7 @@ def test_a_table_only_run_unfinished_at_its_turn_is_left_out_not_trained(tmp_pat
     """A run planned for the table alone (finished at planning, not requested) whose directory is
     unfinished when its turn comes, e.g. another process is training it, is not trained; one
     replaced by a finished run of another config is not summarised as this config's."""
-    from fer_robust.config import save_config
+    from fer_robust.config_io import save_config
 
     def refuse(*args, **kwargs):
         raise AssertionError("a run that was not requested was trained or summarised")
@@ -121,6 +122,12 @@ def test_each_ablation_switches_off_exactly_its_part():
     assert "dcl" not in weights(no["dcl"]) and kinds(no["dcl"]) == kinds(full)
     assert kinds(no["relabel"]) == ["warmup", "self_paced"] and "soft_ce" not in weights(no["relabel"])
     assert kinds(no["gmm"]) == ["warmup", "warmup"] and "soft_ce" not in weights(no["gmm"])
+    local = no["local"]
+    assert not local.model.local_branch and not local.model.mim.enabled
+    assert not {"local_ce", "mim"} & weights(local) and kinds(local) == kinds(full)
+    retrieval = no["retrieval"]  # soft labels from the model alone; the rest as in the full system
+    assert retrieval.robust.relabel.model_weight == 1.0 and weights(retrieval) == weights(full)
+    assert retrieval.model == full.model
     for a, cfg in no.items():  # everything else stays as in the full system
         assert cfg.model.arch == "two_branch" and cfg.optim == full.optim and cfg.data == full.data
 

@@ -299,6 +299,19 @@ def test_avg_pooling_and_disabled_mim_and_no_local_head_switches():
     assert out["embedding"].shape == (4, cfg.local_dim + model.backbone.num_features)
 
 
+def test_without_the_local_branch_the_embedding_is_the_global_representation_alone():
+    cfg = _cfg(local_branch=False)  # MIM stays enabled in the config: it needs the local branch
+    model = build_model(cfg, NUM_CLASSES, 48).train()
+    assert model.local_branch is None and model.mim_head is None
+    assert model.embed_dim == model.global_dim and model.local_dim == 0
+    x = torch.randn(4, 3, 48, 48)
+    out = model(x, mim=True)
+    assert set(out) == {"logits", "embedding"}
+    assert out["embedding"].shape == (4, model.global_dim)
+    torch.testing.assert_close(out["embedding"], F.normalize(model.forward_head(
+        model.forward_features(x), pre_logits=True), dim=1), rtol=1e-4, atol=1e-5)
+
+
 def test_mirrored_per_sample_pass_averages_the_logits_of_image_and_mirror():
     """``robust.pass_hflip``: loss, prediction and probabilities of the per-sample pass come from
     the mean of the image's and its mirror's logits; the embedding stays the image's."""

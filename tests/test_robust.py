@@ -397,6 +397,11 @@ def test_model_weight_blends_the_model_prediction_into_the_retrieval_label():
     assert (blend.new_labels[rel] == true[rel]).mean() > (plain.new_labels[rel] == true[rel]).mean()
     with pytest.raises(ValueError, match="model's probabilities"):
         split_and_relabel(losses, emb, labels, 4, SplitConfig(), RelabelConfig(k=20, model_weight=0.5))
+    # w = 1 (the "retrieval" ablation): the model's prediction alone, whatever the embeddings say.
+    alone = split_and_relabel(losses, np.zeros_like(emb), labels, 4, SplitConfig(),
+                              RelabelConfig(k=20, model_weight=1.0), probs=probs)
+    assert np.array_equal(alone.relabeled_mask, rel)
+    np.testing.assert_allclose(alone.soft_labels[rel], probs[rel], atol=1e-6)
 
 
 def test_global_scope_handles_a_class_whose_labels_are_mostly_noise():

@@ -81,16 +81,20 @@ class TwoBranchFER(_BackboneNet):
             channels, feature_size, num_classes, pooling=cfg.pooling, drop_rate=cfg.drop_rate,
             arm_momentum=cfg.arm.momentum, affinity_weight=cfg.arm.affinity_weight,
             learn_affinity_weight=cfg.arm.learn_affinity_weight)
-        self.local_branch = LocalBranch(
-            channels, cfg.local_dim, grid=cfg.local_grid,
-            num_classes=num_classes if cfg.local_head else None, drop_rate=cfg.drop_rate)
+        # Without the local branch (model.local_branch=false, an ablation) there is no L, no local
+        # logits and no MIM (its decoder reads the region map): V = l2norm(G).
+        self.local_branch: LocalBranch | None = None
+        if cfg.local_branch:
+            self.local_branch = LocalBranch(
+                channels, cfg.local_dim, grid=cfg.local_grid,
+                num_classes=num_classes if cfg.local_head else None, drop_rate=cfg.drop_rate)
         self.mim_head: MIMHead | None = None
-        if cfg.mim.enabled:
+        if cfg.mim.enabled and cfg.local_branch:
             self.mim_head = MIMHead(cfg.local_dim, feature_size, img_size, cfg.mim.patch_size,
                                     decoder_dim=cfg.mim.decoder_dim,
                                     norm_pix_loss=cfg.mim.norm_pix_loss, loss=cfg.mim.loss)
         self.global_dim = self.global_branch.out_dim
-        self.local_dim = self.local_branch.out_dim
+        self.local_dim = self.local_branch.out_dim if self.local_branch is not None else 0
         self.embed_dim = self.local_dim + self.global_dim
 
     def forward_head(self, feat: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -128,6 +132,8 @@ class TwoBranchFER(_BackboneNet):
             x_in, masked_index, mask = self._choose_masked(x)
         feat = self.forward_features(x_in)                          # (N, C, h, w)
         global_feat, logits = self.global_branch(feat)              # (N, Dg), (N, K)
+        if self.local_branch is None:
+            return {"logits": logits, "embedding": F.normalize(global_feat, dim=1)}
         regions = self.local_branch.region_map(feat)                # (N, Dl, h, w)
         local_feat = self.local_branch.pool_regions(regions)        # (N, Dl)
         out = {

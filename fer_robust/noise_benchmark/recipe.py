@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from fer_robust.config import (Config, ConfigError, StageConfig, config_to_dict, load_config,
-                               validate)
+from fer_robust.config import Config, ConfigError, StageConfig, config_to_dict
+from fer_robust.validation import load_config, validate
 
 __all__ = ["SETTINGS", "SIZES", "ABLATIONS", "PEERS", "VARIANTS", "DEFAULT_VARIANTS", "RunSpec",
            "SEEDED_KEYS", "build_run_config", "plan_runs", "ignored_by", "parse_run_name"]
@@ -87,9 +87,24 @@ def _no_gmm(cfg: Config) -> None:
     _drop_loss(cfg, "soft_ce")
 
 
+def _no_local(cfg: Config) -> None:
+    # The global branch alone: no L (V = l2norm(G)), no local classifier, and no MIM, whose
+    # decoder reads the local branch's region map.
+    cfg.model.local_branch = False
+    _no_mim(cfg)
+    _drop_loss(cfg, "local_ce")
+
+
+def _no_retrieval(cfg: Config) -> None:
+    # Noisy samples' soft labels come from the model's own (teacher's) prediction alone; the split,
+    # the given-label share and everything else stay.
+    cfg.robust.relabel.model_weight = 1.0
+
+
 # Ablation name -> edit of the full system's config.
 ABLATIONS: dict[str, Callable[[Config], None]] = {
-    "mim": _no_mim, "arm": _no_arm, "dcl": _no_dcl, "relabel": _no_relabel, "gmm": _no_gmm,
+    "mim": _no_mim, "arm": _no_arm, "local": _no_local, "dcl": _no_dcl,
+    "retrieval": _no_retrieval, "relabel": _no_relabel, "gmm": _no_gmm,
 }
 
 

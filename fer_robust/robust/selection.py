@@ -154,14 +154,17 @@ def split_and_relabel(losses: np.ndarray, embeddings: np.ndarray, given_labels: 
     noisy_idx = np.flatnonzero(~clean_mask)
     clean_idx = np.flatnonzero(clean_mask)
     if relabel and noisy_idx.size and clean_idx.size:
-        result = retrieval_soft_labels(embeddings[noisy_idx], embeddings[clean_idx],
-                                       given_labels[clean_idx], num_classes, relabel_cfg)
-        retrieval = result.soft_labels
         w = relabel_cfg.model_weight
-        if w > 0:
-            if probs is None:
-                raise ValueError("robust.relabel.model_weight > 0 needs the model's probabilities")
-            retrieval = (1.0 - w) * retrieval + w * np.asarray(probs, np.float32)[noisy_idx]
+        if w > 0 and probs is None:
+            raise ValueError("robust.relabel.model_weight > 0 needs the model's probabilities")
+        if w >= 1.0:  # the model's prediction alone: no retrieval to run
+            retrieval = np.asarray(probs, np.float32)[noisy_idx].copy()
+        else:
+            retrieval = retrieval_soft_labels(embeddings[noisy_idx], embeddings[clean_idx],
+                                              given_labels[clean_idx], num_classes,
+                                              relabel_cfg).soft_labels
+            if w > 0:
+                retrieval = (1.0 - w) * retrieval + w * np.asarray(probs, np.float32)[noisy_idx]
         if relabel_cfg.mix_given or relabel_cfg.given_floor > 0:
             p = np.zeros((noisy_idx.size, 1), np.float32)
             if relabel_cfg.mix_given:
