@@ -45,10 +45,13 @@ class ConfigError(ValueError):
 class NoiseConfig:
     """Synthetic or annotator label noise injected into the training split (never val/test)."""
     # A registered noise kind (fer_robust.data.noise.NOISE_KINDS): none, symmetric, asymmetric,
-    # annotator.
+    # annotator, file.
     type: str = "none"
     rate: float = 0.0
     seed: int = 0
+    # type=file: the noisy training list to train on, in the dataset's own list format (RUL's and
+    # EAC's RAF-DB noise01.txt...; fer_robust/data/noise_file.py). Relative to data.root.
+    file: str = ""
 
 
 @dataclass
@@ -586,7 +589,8 @@ RESULT_NEUTRAL_KEYS = frozenset({"output_dir", "progress_bar", "log_tensorboard"
 #: still match the configs that reproduce them.
 LATER_KEYS = ("robust.clean_loss_q", "robust.soft_loss_q", "robust.teacher_ema",
               "robust.mixup_alpha", "robust.relabel.given_floor", "robust.noise_gate.threshold",
-              "robust.noise_gate.anchor_quantile", "robust.noise_gate.keep_mixup")
+              "robust.noise_gate.anchor_quantile", "robust.noise_gate.keep_mixup",
+              "data.noise.file")
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -853,10 +857,10 @@ def validate(cfg: Config) -> None:
     _validate_names(cfg)
 
 
-def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (atomically)."""
+def save_config(cfg: Config, path: str | os.PathLike, comment: str = "") -> None:
+    """Write the resolved config as YAML (atomically), after ``comment`` (YAML comment lines)."""
     from fer_robust.utils import atomic_write_text
-    atomic_write_text(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    atomic_write_text(Path(path), comment + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 #: ``{key: default}`` of :data:`LATER_KEYS`, read from the dataclasses' defaults.

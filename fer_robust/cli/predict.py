@@ -20,12 +20,16 @@ each image (each sampled frame) with the boxes, labels and eye points drawn.
 
 ``--onnx FILE`` (written by ``tools/export.py``) runs the model with onnxruntime; that path
 imports neither torch nor any training code.
+
+The model is loaded and run through the Python API (:func:`fer_robust.load`,
+:mod:`fer_robust.deploy.api`): ``--no-detect`` rows are ``model.predict_batch`` of the images, face
+rows ``model.predict_photo`` of each image or frame. ``--device`` picks where a PyTorch model runs
+(default: the GPU when there is one).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -41,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--checkpoint", type=Path, help="run directory, checkpoint or weights file")
     model.add_argument("--onnx", type=Path, help="ONNX file written by tools/export.py")
+    p.add_argument("--device", default=None,
+                   help="where a --checkpoint model runs: cpu, cuda, cuda:1... (default: the GPU "
+                        "when there is one)")
     p.add_argument("inputs", nargs="+", type=Path,
                    help="image or video files, or folders (searched recursively)")
     p.add_argument("--out", type=Path, default=None, help="CSV with one row per face (an existing folder holds predictions.csv)")
@@ -62,15 +69,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="crop centre below the reference centre, in reference sides (default: "
                         "the training dataset's)")
     return p.parse_args(argv)
-
-
-def classify(classifier, images: list, batch_size: int, hflip: bool):
-    """``(N, K)`` probabilities of PIL ``images``, ``batch_size`` at a time."""
-    import numpy as np
-    if not images:
-        return np.zeros((0, len(classifier.class_names)), dtype=np.float32)
-    return np.concatenate([classifier.probabilities(images[i:i + batch_size], hflip)
-                           for i in range(0, len(images), batch_size)])
 
 
 def _class_columns(class_names: list[str], probs) -> dict:
@@ -102,43 +100,38 @@ class _DrawnNames:
         return self.folder / (f"{stem}_f{frame:06d}.jpg" if frame is not None else f"{stem}.jpg")
 
 
-def predict_faces(classifier, detector, files: list[Path], args) -> tuple[list[dict], dict]:
+def predict_faces(model, detector, files: list[Path], args) -> tuple[list[dict], dict]:
     """One row per face ``detector`` finds (see the module docstring) and counts for the summary
     line."""
-    from fer_robust.deploy.faces import crop_face
     from fer_robust.deploy.media import draw_faces, is_video, read_frames
 
-    overrides = {"scale": args.crop_scale, "shift": args.crop_shift}
-    framing = dataclasses.replace(classifier.framing,
-                                  **{k: v for k, v in overrides.items() if v is not None})
+    framing = model.with_framing(scale=args.crop_scale, shift=args.crop_shift)
     names = _DrawnNames(args.draw) if args.draw else None
     rows: list[dict] = []
     counts = {"frames": 0, "faces": 0, "frames_without_face": 0}
     for path in files:
         for frame in read_frames(path, args.video_rate):
-            faces = detector.detect(frame.rgb)
-            crops = [crop_face(frame.rgb, f, framing, detector.calibration) for f in faces]
-            probs = classify(classifier, crops, args.batch_size, args.tta == "hflip")
+            faces = model.predict_photo(frame.rgb, detector=detector, framing=framing,
+                                        hflip=args.tta == "hflip", batch_size=args.batch_size)
             counts["frames"] += 1
             counts["faces"] += len(faces)
             counts["frames_without_face"] += not faces
-            for j, (face, p) in enumerate(zip(faces, probs)):
+            for j, face in enumerate(faces):
                 eyes = ([round(v, 1) for point in face.eyes for v in point] if face.eyes
                         else [None] * 4)
                 rows.append(dict(zip(FACE_COLUMNS, [
                     str(path), frame.frame, frame.time_s, j, *(round(v, 1) for v in face.box),
-                    round(face.score, 4), *eyes])) | _class_columns(classifier.class_names, p))
+                    round(face.score, 4), *eyes])) | _class_columns(model.class_names, face.probs))
             if names is not None:
-                labels = [f"{classifier.class_names[int(p.argmax())]} {float(p.max()):.2f}"
-                          for p in probs]
-                drawn = draw_faces(frame.rgb, [f.box for f in faces], labels,
-                                   [int(p.argmax()) for p in probs],
+                drawn = draw_faces(frame.rgb, [f.box for f in faces],
+                                   [f"{f.label} {f.confidence:.2f}" for f in faces],
+                                   [int(f.probs.argmax()) for f in faces],
                                    [list(f.eyes) if f.eyes else None for f in faces])
                 drawn.save(names.path(path, frame.frame if is_video(path) else None), quality=90)
     return rows, counts
 
 
-def predict_images(classifier, files: list[Path], args) -> list[dict]:
+def predict_images(model, files: list[Path], args) -> list[dict]:
     """``--no-detect``: one row per image, the whole image classified as a face crop."""
     import numpy as np
 
@@ -149,12 +142,12 @@ def predict_images(classifier, files: list[Path], args) -> list[dict]:
     for start in range(0, len(files), args.batch_size):
         chunk = files[start:start + args.batch_size]
         images = [read_image(f) for f in chunk]
-        probs = classify(classifier, images, args.batch_size, args.tta == "hflip")
+        probs = model.predict_batch(images, hflip=args.tta == "hflip", batch_size=args.batch_size)
         for f, image, p in zip(chunk, images, probs):
-            rows.append({"path": str(f)} | _class_columns(classifier.class_names, p))
+            rows.append({"path": str(f)} | _class_columns(model.class_names, p))
             if names is not None:
                 k = int(p.argmax())
-                label = f"{classifier.class_names[k]} {float(p[k]):.2f}"
+                label = f"{model.class_names[k]} {float(p[k]):.2f}"
                 draw_faces(np.asarray(image), [(0, 0, *image.size)], [label],
                            [k]).save(names.path(f, None), quality=90)
     return rows
@@ -163,7 +156,7 @@ def predict_images(classifier, files: list[Path], args) -> list[dict]:
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     with user_errors_exit("predict"):
-        from fer_robust.deploy.classifiers import load_classifier
+        from fer_robust.deploy.api import load
         from fer_robust.deploy.media import list_inputs
         from fer_robust.utils import atomic_path, writable_folder
 
@@ -178,15 +171,16 @@ def main(argv=None) -> list[dict]:
         if not args.no_detect:  # before the model: a missing extra stops the tool at once
             from fer_robust.deploy.faces import build_detector
             detector = build_detector(args.detector, min_face=args.min_face)
-        classifier = load_classifier(args.checkpoint, args.onnx)
+        model = load(args.onnx if args.onnx is not None else args.checkpoint,
+                     device=None if args.onnx is not None else args.device)
         if args.no_detect:
-            rows = predict_images(classifier, files, args)
+            rows = predict_images(model, files, args)
             summary = f"{len(rows)} images classified as face crops"
         else:
-            if not classifier.framing.measured and args.crop_scale is None:
-                print(f"predict: note: how {classifier.dataset or 'this dataset'}'s images frame "
+            if not model.framing.measured and args.crop_scale is None:
+                print(f"predict: note: how {model.dataset or 'this dataset'}'s images frame "
                       "a face is an estimate (data/README.md, 'Faces in photos')", file=sys.stderr)
-            rows, counts = predict_faces(classifier, detector, files, args)
+            rows, counts = predict_faces(model, detector, files, args)
             summary = (f"{counts['faces']} faces in {counts['frames']} images or video frames "
                        f"({counts['frames_without_face']} without a face)")
         for r in rows:
@@ -196,7 +190,7 @@ def main(argv=None) -> list[dict]:
         print(summary, file=sys.stderr)
         if args.out:
             columns = list(rows[0]) if rows else list(FACE_COLUMNS) + ["class", "confidence"] + [
-                f"p_{c}" for c in classifier.class_names]
+                f"p_{c}" for c in model.class_names]
             out = args.out / "predictions.csv" if args.out.is_dir() else args.out
             with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=columns)

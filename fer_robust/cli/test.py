@@ -4,7 +4,10 @@
 
 Writes JSON with accuracy, mean class accuracy, macro F1, the number of samples, per-class accuracy
 and the confusion matrix, and the confusion matrix as a PNG beside it. Results do not depend on
-``--batch-size`` (the model is in eval mode: ARM uses its running affinity).
+``--batch-size`` (the model is in eval mode: ARM uses its running affinity). ``--predictions
+FILE`` also writes every image's probabilities, one CSV row per image: ``index, path, label,
+class, confidence, p_<class>``; they equal what ``tools/predict.py --no-detect`` and the Python
+API (``fer_robust.load(run).predict(image)``) give the same image.
 """
 from __future__ import annotations
 
@@ -29,8 +32,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None,
                    help="result JSON (default: <run>/eval_<split>.json), or a folder for it; the "
                         "PNG goes beside it (--out x.png writes x.png and x.json)")
+    p.add_argument("--predictions", type=Path, default=None, metavar="CSV",
+                   help="also write every image's class probabilities, one row per image")
     p.add_argument("--cpu", action="store_true")
     return p.parse_args(argv)
+
+
+def write_predictions(path: Path, dataset, logits, labels, class_names: list[str]) -> None:
+    """One CSV row per image of ``dataset``: ``index, path, label`` (its given class), the
+    predicted ``class``, its ``confidence`` and ``p_<class>`` for every class."""
+    import csv
+
+    import numpy as np
+
+    from fer_robust.utils import atomic_path
+
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index", "path", "label", "class", "confidence",
+                         *[f"p_{c}" for c in class_names]])
+        for i, (p, label) in enumerate(zip(probs, labels)):
+            k = int(p.argmax())
+            writer.writerow([i, dataset.paths[i], class_names[int(label)], class_names[k],
+                             repr(float(p[k])), *[repr(float(v)) for v in p]])
 
 
 def result_paths(out: Path | None, run_dir: Path, split: str) -> tuple[Path, Path]:
@@ -86,6 +112,9 @@ def main(argv=None) -> dict:
                                                      "num_samples", "protocol")}))
             print(f"model selection: {result['model_selection']}")
             print(f"wrote {out} and {png}")
+            if args.predictions:
+                write_predictions(args.predictions, dataset, logits, labels, class_names)
+                print(f"wrote {args.predictions}")
         return result
 
 

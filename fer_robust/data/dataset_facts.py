@@ -128,6 +128,15 @@ DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         # FER2013's own images: the reference framing (data/README.md, "Faces in photos").
         face_framing=FaceFraming(grayscale=True, measured=True)),
     DatasetSpec(
+        # EAC's and RUL's 7 classes: the FER+ majority vote, then contempt images dropped
+        # (fer_robust/data/ferplus.py): 120 contempt images fewer in train, 16 in val.
+        "ferplus7",
+        ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear"),
+        {"train": "FER2013Train/ minus contempt", "val": "FER2013Valid/ minus contempt",
+         "test": "FER2013Test/ minus contempt"},
+        expected_counts={"train": 24925, "val": 3175},
+        face_framing=FaceFraming(grayscale=True, measured=True)),
+    DatasetSpec(
         # list_patition_label.txt ids 1..7 in this order; id k is stored as k - 1.
         "rafdb",
         ("Surprise", "Fear", "Disgust", "Happiness", "Sadness", "Anger", "Neutral"),

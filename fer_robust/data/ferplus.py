@@ -8,6 +8,11 @@ On-disk layout (what the FER+ repository's ``generate_training_data.py`` writes)
 
 ``label.csv`` has no header; each row is ``file name, "(x, y, w, h)", 10 vote counts`` over
 neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, NF (not a face).
+
+``ferplus`` is the FER+ protocol's 8 classes. ``ferplus7`` is the 7-class protocol EAC and RUL
+report: the same majority vote over all 8 emotions, then the images whose label is contempt are
+dropped (contempt is the last id, so the other ids stay as they are). Dropping the images rather
+than the contempt votes leaves every other image with the label it has under ``ferplus``.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import (check_split, finish_dataset, refuse_duplicate_rows,
                                       refuse_path_outside_root, require_dir, require_file)
 
-__all__ = ["read_ferplus", "majority_vote", "FERPLUS_SPLIT_FOLDERS"]
+__all__ = ["read_ferplus", "ferplus_labels", "majority_vote", "FERPLUS_SPLIT_FOLDERS"]
 
 FERPLUS_SPLIT_FOLDERS: dict[str, str] = {"train": "FER2013Train", "val": "FER2013Valid",
                                          "test": "FER2013Test"}
@@ -91,11 +96,36 @@ def _parse_label_csv(label_file: Path) -> tuple[list[str], np.ndarray]:
     return names, np.asarray(rows, dtype=np.int64).reshape(-1, _NUM_VOTE_COLUMNS)
 
 
-def read_ferplus(root: str | Path, split: str, *, skip_unreadable: bool = False) -> FERDataset:
+def ferplus_labels(label_file: Path, num_classes: int = 8
+                   ) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """The rows of ``label_file`` the protocol keeps: ``(names, labels, votes, notes)``.
+
+    ``num_classes`` 8 is the FER+ majority vote (:func:`majority_vote`); 7 (``ferplus7``) then
+    drops the images whose label is contempt. ``votes`` are the raw ``(N, num_classes)`` counts over
+    the kept classes; ``notes`` count what was dropped.
+    """
+    if num_classes not in (7, _NUM_EMOTIONS):
+        raise ValueError(f"FERPlus has 7 or 8 classes, got num_classes={num_classes}")
+    names, votes = _parse_label_csv(label_file)
+    keep, labels = majority_vote(votes)
+    notes = [f"majority vote kept {int(keep.sum())} of {len(names)} rows of {label_file.name} "
+             f"(dropped {len(names) - int(keep.sum())}: ambiguous, unknown or not a face)"]
+    if num_classes == 7:
+        contempt = keep & (labels == _NUM_EMOTIONS - 1)
+        notes.append(f"dropped {int(contempt.sum())} contempt images (ferplus7)")
+        keep &= ~contempt
+    kept = np.flatnonzero(keep)
+    return ([names[i] for i in kept], labels[kept],
+            votes[kept, :num_classes].astype(np.float32), notes)
+
+
+def read_ferplus(root: str | Path, split: str, *, skip_unreadable: bool = False,
+                 num_classes: int = 8) -> FERDataset:
     """FERPlus ``split`` under the majority-vote protocol (:func:`majority_vote`).
 
-    Gives 8 classes and 25,045 train / 3,191 val / 3,137 test images. ``dataset.votes`` holds the
-    *raw* ``(N, 8)`` vote counts over the 8 emotions (before single votes are zeroed; unknown and
+    Gives 8 classes and 25,045 train / 3,191 val / 3,137 test images (``num_classes=7``:
+    ``ferplus7``, contempt images dropped, see the module docstring). ``dataset.votes`` holds the
+    *raw* ``(N, C)`` vote counts over the emotions (before single votes are zeroed; unknown and
     NF left out): they are what the taggers said, which is what soft targets and annotator noise
     sample from. ``dataset.notes`` records how many rows the protocol dropped.
 
@@ -104,16 +134,12 @@ def read_ferplus(root: str | Path, split: str, *, skip_unreadable: bool = False)
             missing image (unless ``skip_unreadable``), or an empty split.
         SplitNotFoundError: the split's folder (e.g. ``FER2013Test``) is absent.
     """
-    check_split(split, "ferplus")
+    name = "ferplus" if num_classes == _NUM_EMOTIONS else f"ferplus{num_classes}"
+    check_split(split, name)
     root = require_dir(Path(root), "FERPlus root")
     folder = require_dir(root / FERPLUS_SPLIT_FOLDERS[split], f"FERPlus {split}", missing_split=True)
     label_file = require_file(folder / "label.csv", f"FERPlus {split} labels")
-    names, votes = _parse_label_csv(label_file)
-    keep, labels = majority_vote(votes)
-    kept = np.flatnonzero(keep)
-    notes = [f"majority vote kept {kept.size} of {len(names)} rows of {label_file.name} "
-             f"(dropped {len(names) - kept.size}: ambiguous, unknown or not a face)"]
-    return finish_dataset(DATASET_SPECS["ferplus"].classes, labels[kept],
-                          [str(folder / names[i]) for i in kept], name="ferplus", split=split,
-                          skip_unreadable=skip_unreadable, notes=notes,
-                          votes=votes[kept, :_NUM_EMOTIONS].astype(np.float32))
+    names, labels, votes, notes = ferplus_labels(label_file, num_classes)
+    return finish_dataset(DATASET_SPECS[name].classes, labels, [str(folder / n) for n in names],
+                          name=name, split=split, skip_unreadable=skip_unreadable, notes=notes,
+                          votes=votes)

@@ -1,6 +1,6 @@
 """Label noise injected into a training split, to study (and test) learning from noisy labels.
 
-Four kinds, chosen by :class:`~fer_robust.config.NoiseConfig` ``type``; each is a function
+Five kinds, chosen by :class:`~fer_robust.config.NoiseConfig` ``type``; each is a function
 registered by name with :func:`register_noise` (:data:`NOISE_KINDS` is the one list of valid
 ``data.noise.type`` values, and config validation asks it):
 
@@ -14,6 +14,9 @@ registered by name with :func:`register_noise` (:data:`NOISE_KINDS` is the one l
 * ``annotator``: each image takes the vote of one annotator, drawn in proportion to its vote counts
   (FERPlus has ten taggers per image). ``rate`` is ignored: the disagreement rate is whatever the
   annotators' disagreement is (on FERPlus about 19% of images differ from the majority label).
+* ``file``: not drawn but read, from ``data.noise.file``: a published noisy label list such as
+  RUL's and EAC's RAF-DB ``noise01.txt`` (:mod:`fer_robust.data.noise_file`, which needs the
+  dataset's images to match rows to samples; ``rate`` and ``seed`` are not used).
 
 Everything is drawn from ``numpy.random.default_rng(cfg.seed)``: the same seed gives the same labels.
 """
@@ -141,6 +144,13 @@ def _annotator(targets, num_classes, rate, rng, votes, confusable) -> np.ndarray
     zero = votes[np.arange(n), noisy] <= 0
     noisy[zero] = votes[zero].argmax(axis=1)
     return noisy
+
+
+@register_noise("file")
+def _from_file(targets, num_classes, rate, rng, votes, confusable) -> np.ndarray:
+    # Registered so that 'file' is a valid data.noise.type; the labels come from the file.
+    raise ValueError("noise type 'file' is read, not drawn: "
+                     "fer_robust.data.noise_file.noisy_targets_from_file(data_cfg, dataset)")
 
 
 def save_noisy_labels(path: str | os.PathLike, noisy: np.ndarray, clean: np.ndarray,

@@ -21,12 +21,18 @@ from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import (carve, check_split, finish_dataset, refuse_duplicate_rows,
                                       refuse_path_outside_root, require_dir, require_file)
 
-__all__ = ["read_rafdb", "RAFDB_LABEL_FILE"]
+__all__ = ["read_rafdb", "parse_partition_file", "rafdb_image_file", "RAFDB_LABEL_FILE"]
 
 RAFDB_LABEL_FILE = "EmoLabel/list_patition_label.txt"  # sic: the release spells it "patition"
 
 
-def _parse_partition_file(label_file: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def rafdb_image_file(name: str, image_suffix: str = "_aligned") -> str:
+    """The image file of a label-file name: ``train_00001.jpg`` -> ``train_00001_aligned.jpg``."""
+    stem, ext = name.rsplit(".", 1) if "." in name else (name, "jpg")
+    return f"{stem}{image_suffix}.{ext}"
+
+
+def parse_partition_file(label_file: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Image names, 0-based labels and an is-test mask, with errors naming file and line."""
     names: list[str] = []
     labels: list[int] = []
@@ -80,13 +86,10 @@ def read_rafdb(root: str | Path, split: str, *, skip_unreadable: bool = False,
     root = require_dir(Path(root), "RAF-DB root")
     label_file = require_file(root / RAFDB_LABEL_FILE, "RAF-DB labels")
     images = require_dir(root / image_dir, "RAF-DB images")
-    names, labels, is_test = _parse_partition_file(label_file)
+    names, labels, is_test = parse_partition_file(label_file)
     rows = np.flatnonzero(is_test) if split == "test" else np.flatnonzero(~is_test)
     if split != "test":
         rows = rows[carve(labels[rows], split, val_fraction, split_seed)]
-    paths = []
-    for i in rows:
-        stem, ext = names[i].rsplit(".", 1) if "." in names[i] else (names[i], "jpg")
-        paths.append(str(images / f"{stem}{image_suffix}.{ext}"))
+    paths = [str(images / rafdb_image_file(names[i], image_suffix)) for i in rows]
     return finish_dataset(DATASET_SPECS["rafdb"].classes, labels[rows], paths, name="rafdb",
                           split=split, skip_unreadable=skip_unreadable)

@@ -84,6 +84,12 @@ def _ferplus(data_cfg: "DataConfig", split: str) -> FERDataset:
     return read_ferplus(data_cfg.root, split, **common)
 
 
+@register_dataset("ferplus7")
+def _ferplus7(data_cfg: "DataConfig", split: str) -> FERDataset:
+    common, _ = _file_options(data_cfg, split)  # EAC's and RUL's 7 classes: contempt dropped
+    return read_ferplus(data_cfg.root, split, num_classes=7, **common)
+
+
 def _carving_reader(read: Callable[..., FERDataset], **fixed) -> Reader:
     """A reader of files under ``data.root`` whose validation split is carved from train."""
     def reader(data_cfg: "DataConfig", split: str) -> FERDataset:

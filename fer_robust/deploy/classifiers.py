@@ -7,6 +7,7 @@ Both classifiers prepare an image as training's evaluation transform does
 ``hflip`` the logits of the mirrored images are averaged in, as ``--tta hflip`` does in
 ``tools/test.py``. :class:`OnnxClassifier` imports neither torch nor any training code, so a
 deployment needs only numpy, Pillow and onnxruntime (plus OpenCV and dlib for face detection).
+:func:`fer_robust.load` (:mod:`fer_robust.deploy.api`) picks one for a path: the way to use them.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from fer_robust.data.decode import to_rgb
 from fer_robust.deploy.extras import require
 
 __all__ = ["ONNX_METADATA_KEY", "TorchClassifier", "OnnxClassifier", "OnnxModelError",
-           "softmax", "load_classifier"]
+           "softmax"]
 
 #: Key of the ONNX metadata entry (JSON) that holds what inference needs besides the graph.
 ONNX_METADATA_KEY = "fer_robust"
@@ -42,18 +43,31 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class TorchClassifier:
     """The trained model of a run (``tools/predict.py --checkpoint``), in eval mode.
 
+    Args:
+        checkpoint: a run directory, checkpoint folder or ``.safetensors`` file inside a run.
+        device: where the model runs (``"cpu"``, ``"cuda"``, ``"cuda:1"``...); None: the first
+            GPU when there is one, else the CPU.
+
     Attributes:
-        class_names, framing (the training dataset's :class:`FaceFraming`), dataset (its name).
+        class_names, framing (the training dataset's :class:`FaceFraming`), dataset (its name),
+        img_size, mean and std (the evaluation transform's, from the run's config), device.
     """
 
-    def __init__(self, checkpoint: str | Path) -> None:
-        from fer_robust.data.transforms import build_transform
+    def __init__(self, checkpoint: str | Path, device: str | None = None) -> None:
+        import torch
+
+        from fer_robust.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform
         from fer_robust.engine.inference import load_trained_model
 
-        cfg, self.model, self.class_names, _ = load_trained_model(checkpoint)
+        cfg, model, self.class_names, self.run_dir = load_trained_model(checkpoint)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device)
         self.transform = build_transform(cfg.data, train=False)
+        self.config = cfg
         self.dataset = cfg.data.name
         self.framing = face_framing(cfg.data.name)
+        self.img_size = cfg.data.img_size
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
     def probabilities(self, images: Sequence[Image.Image], hflip: bool = False) -> np.ndarray:
         """``(N, K)`` class probabilities of ``images`` (PIL, any mode)."""
@@ -61,8 +75,8 @@ class TorchClassifier:
 
         from fer_robust.engine.evaluation import tta_logits
         with torch.no_grad():
-            batch = torch.stack([self.transform(image) for image in images])
-            return tta_logits(self.model, batch, hflip).softmax(1).numpy()
+            batch = torch.stack([self.transform(image) for image in images]).to(self.device)
+            return tta_logits(self.model, batch, hflip).softmax(1).cpu().numpy()
 
 
 class OnnxClassifier:
@@ -95,8 +109,8 @@ class OnnxClassifier:
         self.info = info
         self.class_names: list[str] = list(info["classes"])
         self.img_size = int(info["img_size"])
-        self.mean = np.asarray(info["mean"], dtype=np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(info["std"], dtype=np.float32).reshape(1, 3, 1, 1)
+        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
+        self.device = "cpu"
         self.dataset = info.get("dataset", "")
         self.framing = FaceFraming(**info.get("face_framing", {}))
         self.input_name = self.session.get_inputs()[0].name
@@ -108,7 +122,9 @@ class OnnxClassifier:
         arrays = [np.asarray(to_rgb(im).resize(size, Image.BILINEAR), dtype=np.float32)
                   for im in images]
         batch = np.stack(arrays).transpose(0, 3, 1, 2) / np.float32(255.0)
-        return (batch - self.mean) / self.std
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        return (batch - mean) / std
 
     def logits(self, batch: np.ndarray, hflip: bool = False) -> np.ndarray:
         """``(N, K)`` logits of a preprocessed batch (averaged with the mirrored batch's if
@@ -125,12 +141,3 @@ class OnnxClassifier:
 
 def framing_metadata(framing: FaceFraming) -> dict:
     return dataclasses.asdict(framing)
-
-
-def load_classifier(checkpoint: str | Path | None = None, onnx: str | Path | None = None):
-    """:class:`OnnxClassifier` for ``onnx``, else :class:`TorchClassifier` for ``checkpoint``."""
-    if onnx is not None:
-        return OnnxClassifier(onnx)
-    if checkpoint is None:
-        raise ValueError("give a checkpoint or an ONNX file")
-    return TorchClassifier(checkpoint)

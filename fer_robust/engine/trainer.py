@@ -28,7 +28,7 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
-from fer_robust.config import Config, save_config
+from fer_robust.config import Config, ConfigError, save_config
 from fer_robust.data.base import FERDataset
 from fer_robust.data.dataset_facts import confusable_targets
 from fer_robust.data.loaders import build_eval_loader, build_train_loader
@@ -42,7 +42,8 @@ from fer_robust.engine.distributed import build_accelerator, run_on_main
 from fer_robust.engine.evaluation import (SamplePassResult, classification_metrics, per_sample_pass,
                                          predict_logits)
 from fer_robust.engine.mixup import BatchMixer, mix_images
-from fer_robust.engine.protocol import has_validation, protocol_banner, selection_record
+from fer_robust.engine.protocol import (has_validation, protocol_choices, protocol_comment,
+                                       protocol_line, selection_record)
 from fer_robust.engine.run_dir import RunDirError, RunDirLock, hold_run_dir
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.engine.sample_state import SampleState
@@ -81,9 +82,20 @@ def eval_view(dataset: FERDataset, cfg: Config) -> FERDataset:
 
 
 def apply_label_noise(cfg: Config, train: FERDataset) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Inject the configured noise into ``train``; returns (true labels, changed mask) or Nones."""
+    """Inject the configured noise into ``train``; returns (true labels, changed mask) or Nones.
+    ``data.noise.type=file`` reads the labels from ``data.noise.file``
+    (:mod:`fer_robust.data.noise_file`)."""
+    if cfg.data.noise.file.strip() and cfg.data.noise.type != "file":
+        raise ConfigError(f"'data.noise.file' is set but data.noise.type is "
+                          f"{cfg.data.noise.type!r}: set data.noise.type=file to train on it")
     if cfg.data.noise.type == "none":
         return None, None
+    if cfg.data.noise.type == "file":
+        from fer_robust.data.noise_file import noisy_targets_from_file
+        true = train.clean_targets.copy()
+        noisy, _ = noisy_targets_from_file(cfg.data, train)
+        train.set_targets(noisy)
+        return true, noisy != true
     confusable = None
     if cfg.data.noise.type == "asymmetric":
         try:
@@ -230,6 +242,9 @@ class Trainer:
         self.class_names = self.train_set.classes
         self.num_classes = len(self.class_names)
         true_labels, _ = apply_label_noise(cfg, self.train_set)
+        # Every protocol choice, as the run's first line (and at the top of its config.yaml).
+        self.protocol = protocol_choices(cfg, self.class_names)
+        acc.print(protocol_line(self.protocol))
         # Made after the noise: the per-sample pass must score the labels training is given.
         self.train_eval_set = eval_view(self.train_set, cfg)
         self.sample_state = SampleState(self.train_set.targets, self.num_classes,
@@ -293,7 +308,7 @@ class Trainer:
             self._restore(start)
         elif self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_config(cfg, self.run_dir / "config.yaml", protocol_comment(self.protocol))
             atomic_write_json(self.run_dir / "classes.json", list(self.class_names))
             if true_labels is not None:
                 save_noisy_labels(self.run_dir / "noisy_labels.npz", self.train_set.targets,
@@ -301,7 +316,6 @@ class Trainer:
         if cfg.log_tensorboard:
             acc.init_trackers("tensorboard")
         acc.print(f"initial weights: {self.pretrained_source}")
-        acc.print(protocol_banner(cfg.data.protocol))
         acc.wait_for_everyone()
         return self
 
