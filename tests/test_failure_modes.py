@@ -1,10 +1,17 @@
 """Every failure is one clear line, and resume is exact or refuses (see README, Failure modes)."""
+import errno
 import json
 import os
 import re
+import resource
 import shutil
+import signal
+import struct
 import subprocess
 import sys
+import time
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -441,3 +448,140 @@ def test_an_unwritable_output_folder_is_one_line_before_any_work(tool, cut_run, 
     assert exc.value.code == 2 and len(err) == 1, err
     assert err[0].startswith(f"{tool}: error: ") and message in err[0]
 
+
+# --------------------------------------------------------------------------------------------------
+# A full disk, Ctrl-C and a decompression bomb: one line each
+# --------------------------------------------------------------------------------------------------
+@contextmanager
+def file_size_limit(limit: int):
+    """Writes past ``limit`` bytes fail in this process (EFBIG; Python ignores SIGXFSZ): a disk
+    that fills up while a file is written, without filling one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+# Which write the disk fills up in: (protocol, limit between which files' sizes, what fails).
+FULL_DISK = {
+    "best_model": ("validation", lambda model, opt: model // 2,
+                   "cannot write {run}/best_model.safetensors: SafetensorError: "),
+    "checkpoint_model": ("full_train", lambda model, opt: model // 2,
+                         "cannot write {run}/checkpoints/epoch_000: SafetensorError: "),
+    "checkpoint_optimizer": ("full_train", lambda model, opt: (model + opt) // 2,
+                             "cannot write {run}/checkpoints/epoch_000: RuntimeError: "),
+}
+
+
+@pytest.mark.parametrize("where", sorted(FULL_DISK))
+def test_a_disk_that_fills_up_during_a_save_is_one_line_and_the_run_resumes(where, cut_run,
+                                                                            tmp_path, capsys):
+    protocol, limit, message = FULL_DISK[where]
+    saved = cut_run / "checkpoints" / "epoch_001"  # the same model: the sizes of its files
+    model, opt = ((saved / f).stat().st_size for f in ("model.safetensors", "optimizer.bin"))
+    assert opt > model
+    run = tmp_path / "run"
+    argv = ["--config", DEMO, *FAST, "stages.0.epochs=1", "stages.1.epochs=0", "stages.2.epochs=0",
+            f"data.protocol={protocol}", f"output_dir={run}"]
+    with file_size_limit(limit(model, opt)), pytest.raises(SystemExit) as exc:
+        train_cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("train: error: " + message.format(run=run)), err[0]
+    assert "MiB free on its device" in err[0]
+    assert not list(run.glob("checkpoints/.tmp_*")) and not (run / ".lock").exists()
+    if where == "checkpoint_optimizer":
+        assert f"--resume {run} starts the run again" in err[0]
+        with pytest.warns(UserWarning, match="no checkpoint in"):
+            train_cli.main(["--resume", str(run)])
+        assert [r["epoch"] for r in read_metrics(run)] == [0]
+
+
+def test_no_space_left_is_one_line_whatever_write_meets_it(capsys):
+    from fer_robust.cli.common import user_errors_exit
+    with pytest.raises(SystemExit) as exc, user_errors_exit("train"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "train: error: [Errno 28] No space left on device\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_training_in_one_line_saying_where_it_resumes(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tools" / "train.py"), "--config", DEMO,
+                             *FAST, "stages.0.epochs=50", "stages.1.epochs=0", "stages.2.epochs=0",
+                             f"output_dir={run}"], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "checkpoints" / "latest").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    lines = stderr.strip().splitlines()
+    assert proc.returncode == 130 and len(lines) == 1, stderr[-3000:]
+    kept = (run / "checkpoints" / "latest").read_text().strip()
+    assert lines[0] == f"train: interrupted; continue from {kept} with: tools/train.py --resume {run}"
+    assert not (run / ".lock").exists()
+    last = int(kept.split("_")[1])
+    train_cli.main(["--resume", str(run), "--stop-after-epoch", str(last + 1)])
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(last + 2))
+
+
+def test_ctrl_c_in_the_benchmark_says_the_same_command_continues(tmp_path, monkeypatch, capsys):
+    from fer_robust.cli import benchmark as benchmark_cli
+    out = tmp_path / "bench"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(benchmark_cli, "plan_configs", lambda *a, **k: ([], {}, set()))
+    monkeypatch.setattr(benchmark_cli, "results_header", lambda *a, **k: {})
+    monkeypatch.setattr(benchmark_cli, "run_all", interrupted)
+    try:
+        benchmark_cli.main(["--out", str(out), "--data-root", str(tmp_path)])
+    except KeyboardInterrupt:  # (the traceback a user would see; pytest would stop on it)
+        pytest.fail("Ctrl-C escaped the benchmark as a KeyboardInterrupt")
+    except SystemExit as exc:
+        assert exc.code == 130
+    else:
+        pytest.fail("the benchmark went on after Ctrl-C")
+    assert capsys.readouterr().err == (
+        "benchmark: interrupted; the same command continues: finished runs are kept and the "
+        f"interrupted one resumes from its last checkpoint in {out / 'runs'}\n")
+
+
+def write_png_claiming(path: Path, width: int, height: int) -> None:
+    """A small, valid PNG (black, 1 bit per pixel) of ``width x height`` pixels: tens of KB on
+    disk that decode to far more than Pillow's pixel limit (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    row = b"\0" * (1 + (width + 7) // 8)
+    packer = zlib.compressobj()
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                                       1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_a_decompression_bomb_is_one_line_in_predict_as_in_training(cut_run, tmp_path, capsys):
+    from fer_robust.data.demo import save_demo_as_image_folder
+    root = tmp_path / "faces"
+    save_demo_as_image_folder(root, per_class=8, img_size=48, splits=("train",))
+    bomb = next((root / "train").iterdir()) / "bomb.png"
+    write_png_claiming(bomb, 20000, 20000)
+    assert bomb.stat().st_size < 200_000
+    for tool, argv in ((predict_cli, ["--checkpoint", str(cut_run), "--no-detect", str(bomb)]),
+                       (train_cli, folder_training(root, tmp_path / "run"))):
+        with pytest.raises(SystemExit) as exc:
+            tool.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1, err
+        assert f"{bomb}" in err[0] and "exceeds limit" in err[0], err[0]

@@ -444,7 +444,13 @@ def main(argv=None) -> dict:
         recorded = previous_summaries(recorded_file)
         names, configs, requested = plan_configs(args, out, recorded)
         header = results_header(args, argv, configs)
-        results = run_all(names, configs, out, header, args.cpu, recorded, trainable=requested)
+        try:
+            results = run_all(names, configs, out, header, args.cpu, recorded,
+                              trainable=requested)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt("the same command continues: finished runs are kept and the "
+                                    "interrupted one resumes from its last checkpoint in "
+                                    f"{out / 'runs'}") from None
         if not PartialState().is_main_process or not results:
             return {}
         comparison = write_results(out, header, results)

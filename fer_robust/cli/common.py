@@ -2,7 +2,8 @@
 
 Each tool's ``main(argv)`` returns its result (for tests and callers); :func:`tool_entry` wraps it
 as the process entry point (``tools/*.py`` and the console scripts), whose exit status is 0 on
-success and 2 on a user error.
+success, 2 on a user error and 130 on Ctrl-C (one line too, saying where a run can be resumed when
+the tool re-raises the KeyboardInterrupt with that as its message).
 
 This module imports nothing heavy, so a tool that never loads torch (``tools/predict.py --onnx``)
 can use it: the error types of the package are looked up among the modules already imported (an
@@ -10,6 +11,7 @@ error of a type whose module was never imported cannot have been raised).
 """
 from __future__ import annotations
 
+import errno
 import re
 import sys
 from contextlib import contextmanager
@@ -32,6 +34,10 @@ _USER_ERRORS = (
 # torch re-raises an error from a DataLoader worker as the same class with the worker's whole
 # traceback as its message; its last line is "<module>.<Class>: <the original message>".
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+
+
+# A full disk or quota: the machine's state, not the program's fault.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -58,11 +64,18 @@ def one_line(error: BaseException) -> str:
 
 @contextmanager
 def user_errors_exit(tool: str) -> Iterator[None]:
-    """Print ``<tool>: error: <message>`` on one line and exit 2 for input errors (no traceback)."""
+    """Print ``<tool>: error: <message>`` on one line and exit 2 for input errors and a full disk
+    (no traceback); on Ctrl-C print ``<tool>: interrupted`` (with the KeyboardInterrupt's message,
+    where the tool gave one) and exit 130, as a shell reports a process that SIGINT ended."""
     try:
         yield
+    except KeyboardInterrupt as e:
+        where = f"; {one_line(e)}" if str(e) else ""
+        print(f"{tool}: interrupted{where}", file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as e:
-        if not isinstance(e, user_error_types()):
+        no_space = isinstance(e, OSError) and e.errno in _NO_SPACE
+        if not (no_space or isinstance(e, user_error_types())):
             raise
         print(f"{tool}: error: {one_line(e)}", file=sys.stderr)
         raise SystemExit(2) from None

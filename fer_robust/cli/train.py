@@ -11,7 +11,9 @@
 ``--resume`` is exact or refuses: it starts from the newest kept checkpoint whose files are all
 whole (a damaged newer one is passed over with a warning), and refuses when only checkpoints
 without their random states are left, unless ``--resume-inexact`` (recorded in metrics.jsonl). A
-run cut short before its first checkpoint starts again from epoch 0.
+run cut short before its first checkpoint starts again from epoch 0. Ctrl-C ends the run with one
+line saying where it can be resumed (exit status 130). One run writes into an ``output_dir`` at a
+time: a second is refused, naming the process that holds it (:mod:`fer_robust.engine.run_dir`).
     accelerate launch --num_processes 4 tools/train.py --config configs/rafdb.yaml data.root=...
 """
 from __future__ import annotations
@@ -46,6 +48,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def where_to_resume(run_dir: Path) -> str:
+    """What a Ctrl-C leaves in ``run_dir``: the checkpoint ``--resume`` continues from, if any."""
+    from fer_robust.engine.checkpoint import latest_checkpoint
+    latest = latest_checkpoint(run_dir)
+    if latest is not None:
+        return f"continue from {latest.name} with: tools/train.py --resume {run_dir}"
+    if (run_dir / "config.yaml").is_file():
+        return (f"no checkpoint was kept yet: tools/train.py --resume {run_dir} starts the run "
+                "again from epoch 0")
+    return f"no run was started in {run_dir}"
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     with user_errors_exit("train"):
@@ -77,10 +91,13 @@ def main(argv=None) -> dict:
                     make_branch(plan)
             PartialState().wait_for_everyone()
         from fer_robust.engine.trainer import Trainer
-        trainer = Trainer(cfg, resume=args.resume is not None or args.branch_from is not None,
-                          cpu=args.cpu,
-                          resume_inexact=args.resume_inexact).setup()
-        record = trainer.fit(stop_after_epoch=args.stop_after_epoch)
+        try:
+            trainer = Trainer(cfg, resume=args.resume is not None or args.branch_from is not None,
+                              cpu=args.cpu,
+                              resume_inexact=args.resume_inexact).setup()
+            record = trainer.fit(stop_after_epoch=args.stop_after_epoch)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(where_to_resume(Path(cfg.output_dir))) from None
         if trainer.best["epoch"] >= 0:
             kept = (f"best val accuracy {trainer.best['val_accuracy']:.4f} at epoch "
                     f"{trainer.best['epoch']}")

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from fer_robust.data.decode import to_rgb
+from fer_robust.data.decode import DECODE_ERRORS, to_rgb
 from fer_robust.deploy.extras import require
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "Frame", "list_inputs", "read_image", "read_frames",
@@ -62,11 +62,13 @@ def is_video(path: Path) -> bool:
 
 def read_image(path: Path) -> Image.Image:
     """The image at ``path`` in 8-bit RGB (converted by bit depth, as training reads images:
-    :func:`~fer_robust.data.decode.to_rgb`), turned upright by its EXIF orientation."""
+    :func:`~fer_robust.data.decode.to_rgb`), turned upright by its EXIF orientation. A file Pillow
+    cannot decode, or one over its pixel limit (a decompression bomb: a small PNG that claims
+    20000x20000 pixels), is one error naming it, as in training."""
     try:
         with Image.open(path) as image:
             return to_rgb(ImageOps.exif_transpose(image))
-    except OSError as e:
+    except DECODE_ERRORS as e:
         raise FileNotFoundError(f"cannot read image {path}: {e}") from None
 
 

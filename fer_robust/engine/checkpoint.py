@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils.constants import OPTIMIZER_NAME, RNG_STATE_NAME, SAFE_MODEL_NAME, SCALER_NAME
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from fer_robust.utils import atomic_path, atomic_write_json, atomic_write_text, share_like_new_files
@@ -48,14 +48,40 @@ def random_state_file(process_index: int) -> str:
 
 
 class CheckpointError(FileNotFoundError):
-    """A checkpoint or run directory is missing or incomplete (names the path)."""
+    """A checkpoint or run directory is missing or incomplete, or a checkpoint or weights file
+    cannot be written (names the path)."""
+
+
+# What a write that fails part-way raises (a full disk, a quota): OSError from Python,
+# RuntimeError from torch.save's zip writer ("[enforce fail at inline_container.cc:...]"),
+# SafetensorError from safetensors ("... No space left on device (os error 28)").
+WRITE_ERRORS: tuple[type[BaseException], ...] = (OSError, RuntimeError, SafetensorError)
+
+
+def cannot_write(path: Path, error: BaseException, what_now: str) -> CheckpointError:
+    """One line for a write of ``path`` that failed: the reason, the space left on its device,
+    and ``what_now``."""
+    free = ""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                free = f"; {shutil.disk_usage(folder).free / 2 ** 20:.0f} MiB free on its device"
+            except OSError:
+                pass
+            break
+    return CheckpointError(f"cannot write {path}: {type(error).__name__}: {_first_line(error)}"
+                           f"{free}; {what_now}")
 
 
 def save_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Model state dict as safetensors, written atomically."""
+    """Model state dict as safetensors, written atomically (a failed write leaves the previous
+    file and is a :class:`CheckpointError` naming it)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+        try:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        except WRITE_ERRORS as e:
+            raise cannot_write(Path(path), e, "its previous version is unchanged") from None
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
@@ -211,6 +237,22 @@ class CheckpointManager:
         self.protected_epochs = set(protected_epochs)
 
     def save(self, epoch: int, scalars: dict, tensors: dict[str, torch.Tensor]) -> Path:
+        """Write checkpoint ``epoch`` (see the module docstring). A write that fails (a full
+        disk) removes what it wrote and is a :class:`CheckpointError` that names the checkpoint
+        and the one a ``--resume`` continues from."""
+        try:
+            return self._write(epoch, scalars, tensors)
+        except WRITE_ERRORS as e:
+            if self.accelerator.is_main_process:
+                shutil.rmtree(self.dir / f".tmp_epoch_{epoch:03d}", ignore_errors=True)
+            kept = self.latest()
+            what_now = (f"{kept.name} is whole: free space and continue with --resume "
+                        f"{self.dir.parent}" if kept is not None else
+                        f"no checkpoint is kept yet: free space and --resume {self.dir.parent} "
+                        "starts the run again")
+            raise cannot_write(self.dir / f"epoch_{epoch:03d}", e, what_now) from None
+
+    def _write(self, epoch: int, scalars: dict, tensors: dict[str, torch.Tensor]) -> Path:
         acc = self.accelerator
         final = self.dir / f"epoch_{epoch:03d}"
         tmp = self.dir / f".tmp_epoch_{epoch:03d}"
