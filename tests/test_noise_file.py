@@ -77,7 +77,7 @@ def test_a_carved_training_split_takes_the_file_labels_of_its_own_images(raf):
     (lambda rows: rows + ["test_0001.jpg 1"],
      r"noise01\.txt:49: test_0001\.jpg is a test image: a noise file lists the training images"),
     (lambda rows: rows[:4] + ["train_00005.jpg 8"] + rows[5:],
-     r"noise01\.txt:5: unknown label 8 \(RAF-DB labels are 1\.\.7"),
+     r"noise01\.txt:5: unknown class id 8 \(RAF-DB basic labels are 1\.\.7"),
     (lambda rows: rows[:4] + ["train_00005.jpg five"] + rows[5:],
      r"noise01\.txt:5: label 'five' is not an integer"),
     (lambda rows: rows[:5] + [rows[2]] + rows[6:],
@@ -86,9 +86,11 @@ def test_a_carved_training_split_takes_the_file_labels_of_its_own_images(raf):
      r"noise01\.txt:2: expected '<image> <label>'"),
     # SCN's files: absolute paths of the authors' machine and labels 0-6.
     (lambda rows: ["/home/kai/RAFDB/aligned/train_00001_aligned.jpg 4"] + rows[1:],
-     r"noise01\.txt:1: '/home/kai/RAFDB/aligned/train_00001_aligned\.jpg' is a path.*SCN"),
+     r"noise01\.txt:1: image path '/home/kai/RAFDB/aligned/train_00001_aligned\.jpg' leaves"),
     (lambda rows: ["../train_00001.jpg 4"] + rows[1:],
-     r"noise01\.txt:1: '\.\./train_00001\.jpg' is a path"),
+     r"noise01\.txt:1: image path '\.\./train_00001\.jpg' leaves the dataset folder"),
+    (lambda rows: ["aligned_00001.jpg 4"] + rows[1:],
+     r"noise01\.txt:1: image name 'aligned_00001\.jpg' starts with neither 'train_' nor"),
 ])
 def test_a_noise_file_that_does_not_match_the_clean_list_is_one_line_naming_file_and_line(
         raf, edit, message):
@@ -179,12 +181,16 @@ def test_ferplus_noise_csv_gives_its_labels_and_refuses_contempt_under_ferplus7(
     cfg7 = DataConfig(name="ferplus7", root=str(root),
                       noise=NoiseConfig(type="file", file="noisy.csv"))
     (root / "noisy.csv").write_text("".join(f"{n},{l}\n" for n, l in kept))
-    with pytest.raises(DatasetFormatError, match=r"noisy\.csv:4: unknown label 7 \(this dataset's "
-                                                 r"class ids are 0\.\.6\)"):
+    with pytest.raises(DatasetFormatError, match=r"noisy\.csv:4: unknown class id 7 \(this "
+                                                 r"dataset's class ids are 0\.\.6\)"):
         read_noise_file(cfg7, 7)
     (root / "noisy.csv").write_text("".join(f"{n},{l % 7}\n" for n, l in kept))
     with pytest.raises(DatasetFormatError, match=r"noisy\.csv:4: fer0000007\.png is not in the "
                                                  r"clean training list"):
+        read_noise_file(cfg7, 7)
+    (root / "noisy.csv").write_text("fer0000000.png,0\n../FER2013Valid/fer0000001.png,1\n")
+    with pytest.raises(DatasetFormatError, match=r"noisy\.csv:2: image path '\.\./FER2013Valid/"
+                                                 r"fer0000001\.png' leaves the dataset folder"):
         read_noise_file(cfg7, 7)
 
 

@@ -15,8 +15,9 @@ A file is in the dataset's own list format (:data:`NOISE_FILE_FORMATS`, one per 
 
 The file is read as untrusted input. A relative ``PATH`` is under ``data.root`` and may not leave
 it (``..`` or a link out of it is refused); the file may hold at most
-:data:`MAX_NOISE_FILE_BYTES`; every row names an image by the name the clean list uses, never by a
-path of its own (the names are looked up, never opened). It is checked against the clean training
+:data:`MAX_NOISE_FILE_BYTES`; a row that names an image by an absolute path or through ``..`` is
+refused, as the readers refuse it in a label file (the names are looked up in the clean list, never
+opened). It is checked against the clean training
 list of the dataset's own label file: the same images, each once, each with a label of the
 dataset. A missing or extra image, an unknown label or a duplicate row is a
 :class:`~fer_robust.data.base.DatasetFormatError` of one line naming the file and the line.
@@ -41,8 +42,9 @@ import numpy as np
 from fer_robust.config import ConfigError
 from fer_robust.data.base import DatasetFormatError, FERDataset
 from fer_robust.data.ferplus import FERPLUS_SPLIT_FOLDERS, ferplus_labels
-from fer_robust.data.rafdb import RAFDB_LABEL_FILE, parse_partition_file, rafdb_image_file
-from fer_robust.data._reading import require_file
+from fer_robust.data.rafdb import (RAFDB_LABEL_FILE, parse_partition_file, partition_rows,
+                                  rafdb_image_file)
+from fer_robust.data._reading import refuse_path_outside_root, require_file
 
 if TYPE_CHECKING:
     from fer_robust.config import DataConfig
@@ -70,12 +72,10 @@ class NoiseFileFormat:
         rows: reads the rows of a noise file (:data:`RowReader`).
         image_file: a list name -> the image's path relative to the split's image folder; the
             training split's samples are matched to the rows by the end of their paths.
-        path_hint: added to the error about a row that names an image by a path.
     """
     clean_list: Callable[[Path, int], tuple[list[str], Path]]
     rows: RowReader
     image_file: Callable[[str], str]
-    path_hint: str = ""
 
 
 #: ``data.name`` -> the format of its noise files: the datasets ``data.noise.type=file`` serves.
@@ -88,13 +88,6 @@ def register_noise_file_format(dataset: str, fmt: NoiseFileFormat) -> None:
     NOISE_FILE_FORMATS[dataset] = fmt
 
 
-def _class_id(raw: str, path: Path, line: int) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise DatasetFormatError(f"{path}:{line}: label {raw!r} is not an integer") from None
-
-
 # -- RAF-DB: the published files' format ----------------------------------------------------------
 def _rafdb_clean(root: Path, num_classes: int) -> tuple[list[str], Path]:
     label_file = require_file(root / RAFDB_LABEL_FILE, "RAF-DB labels")
@@ -103,24 +96,11 @@ def _rafdb_clean(root: Path, num_classes: int) -> tuple[list[str], Path]:
 
 
 def _rafdb_rows(text: str, path: Path, num_classes: int) -> Iterator[tuple[int, str, int]]:
-    for line, row in enumerate(text.split("\n"), start=1):
-        fields = row.split()
-        if not fields:
-            continue
-        if len(fields) != 2:
-            raise DatasetFormatError(f"{path}:{line}: expected '<image> <label>' as in "
-                                     f"{RAFDB_LABEL_FILE}, got {row.strip()[:80]!r}")
-        label = _class_id(fields[1], path, line)
-        if not 1 <= label <= num_classes:
-            raise DatasetFormatError(f"{path}:{line}: unknown label {label} (RAF-DB labels are "
-                                     f"1..{num_classes}, as in {RAFDB_LABEL_FILE})")
-        yield line, fields[0], label - 1
+    return partition_rows(text.split("\n"), path)  # the clean list's own row checks
 
 
 register_noise_file_format("rafdb", NoiseFileFormat(
-    clean_list=_rafdb_clean, rows=_rafdb_rows, image_file=rafdb_image_file,
-    path_hint=" (SCN's files name images by absolute paths, with labels 0-6: data/README.md says "
-              "how to convert them)"))
+    clean_list=_rafdb_clean, rows=_rafdb_rows, image_file=rafdb_image_file))
 
 
 # -- FERPlus: a CSV of names and class ids ---------------------------------------------------------
@@ -139,11 +119,15 @@ def _csv_rows(text: str, path: Path, num_classes: int) -> Iterator[tuple[int, st
         if len(row) != 2:
             raise DatasetFormatError(f"{path}:{line}: expected 2 columns '<image>,<label>', got "
                                      f"{len(row)}")
-        label = _class_id(row[1].strip(), path, line)
+        name = refuse_path_outside_root(row[0].strip(), path, line)
+        try:
+            label = int(row[1])
+        except ValueError:
+            raise DatasetFormatError(f"{path}:{line}: label {row[1]!r} is not an integer") from None
         if not 0 <= label < num_classes:
-            raise DatasetFormatError(f"{path}:{line}: unknown label {label} (this dataset's class "
-                                     f"ids are 0..{num_classes - 1})")
-        yield line, row[0].strip(), label
+            raise DatasetFormatError(f"{path}:{line}: unknown class id {label} (this dataset's "
+                                     f"class ids are 0..{num_classes - 1})")
+        yield line, name, label
 
 
 for _name in ("ferplus", "ferplus7"):
@@ -179,15 +163,6 @@ def resolve_noise_file(data_cfg: "DataConfig") -> Path:
     return path
 
 
-def _check_name(name: str, path: Path, line: int, flat: bool, hint: str) -> None:
-    """A row names an image as the clean list does: never by an absolute path, a '..' or (for a
-    list of bare file names) a folder."""
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or "\\" in name or ".." in parts or (flat and len(parts) > 1):
-        raise DatasetFormatError(f"{path}:{line}: {name[:80]!r} is a path; name the image as the "
-                                 f"clean list does{hint}")
-
-
 def read_noise_file(data_cfg: "DataConfig", num_classes: int) -> NoiseFile:
     """Read and check ``data.noise.file`` against the clean training list of ``data.name``.
 
@@ -217,11 +192,9 @@ def read_noise_file(data_cfg: "DataConfig", num_classes: int) -> NoiseFile:
 
     clean, label_file = fmt.clean_list(Path(data_cfg.root), num_classes)
     clean_names = set(clean)
-    flat = not any("/" in name for name in clean)
     labels: dict[str, int] = {}
     first_line: dict[str, int] = {}
     for line, name, label in fmt.rows(text, path, num_classes):
-        _check_name(name, path, line, flat, fmt.path_hint)
         if name in first_line:
             raise DatasetFormatError(f"{path}:{line}: {name} is listed again (first at line "
                                      f"{first_line[name]})")

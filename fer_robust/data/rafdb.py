@@ -13,6 +13,7 @@ rest. ``test`` is the official 3,068-image test set.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from fer_robust.data.dataset_facts import DATASET_SPECS
 from fer_robust.data._reading import (carve, check_split, finish_dataset, refuse_duplicate_rows,
                                       refuse_path_outside_root, require_dir, require_file)
 
-__all__ = ["read_rafdb", "parse_partition_file", "rafdb_image_file", "RAFDB_LABEL_FILE"]
+__all__ = ["read_rafdb", "parse_partition_file", "partition_rows", "rafdb_image_file",
+           "RAFDB_LABEL_FILE"]
 
 RAFDB_LABEL_FILE = "EmoLabel/list_patition_label.txt"  # sic: the release spells it "patition"
 
@@ -32,40 +34,42 @@ def rafdb_image_file(name: str, image_suffix: str = "_aligned") -> str:
     return f"{stem}{image_suffix}.{ext}"
 
 
+def partition_rows(lines: Iterable[str], label_file: Path) -> Iterator[tuple[int, str, int]]:
+    """``(line, image name, 0-based label)`` of each row of ``lines``, read as
+    ``list_patition_label.txt`` (blank lines skipped), with errors naming ``label_file`` and the
+    line. The published noisy lists (``noise01.txt``...) are read with it too."""
+    num_classes = len(DATASET_SPECS["rafdb"].classes)
+    for line_no, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise DatasetFormatError(f"{label_file}:{line_no}: expected '<image> <label>', "
+                                     f"got {line.strip()[:80]!r}")
+        name, raw = fields
+        refuse_path_outside_root(name, label_file, line_no)
+        if not (name.startswith("train_") or name.startswith("test_")):
+            raise DatasetFormatError(f"{label_file}:{line_no}: image name {name!r} starts with "
+                                     "neither 'train_' nor 'test_'")
+        try:
+            label = int(raw)
+        except ValueError:
+            raise DatasetFormatError(f"{label_file}:{line_no}: label {raw!r} is not an "
+                                     "integer") from None
+        if not 1 <= label <= num_classes:
+            raise DatasetFormatError(f"{label_file}:{line_no}: unknown class id {label} "
+                                     f"(RAF-DB basic labels are 1..{num_classes})")
+        yield line_no, name, label - 1
+
+
 def parse_partition_file(label_file: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Image names, 0-based labels and an is-test mask, with errors naming file and line."""
-    names: list[str] = []
-    labels: list[int] = []
-    is_test: list[bool] = []
-    lines: list[int] = []
-    num_classes = len(DATASET_SPECS["rafdb"].classes)
     with open(label_file) as f:
-        for line_no, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2:
-                raise DatasetFormatError(f"{label_file}:{line_no}: expected '<image> <label>', "
-                                         f"got {line.strip()!r}")
-            name, raw = fields
-            refuse_path_outside_root(name, label_file, line_no)
-            if not (name.startswith("train_") or name.startswith("test_")):
-                raise DatasetFormatError(f"{label_file}:{line_no}: image name {name!r} starts with "
-                                         "neither 'train_' nor 'test_'")
-            try:
-                label = int(raw)
-            except ValueError:
-                raise DatasetFormatError(f"{label_file}:{line_no}: label {raw!r} is not an "
-                                         "integer") from None
-            if not 1 <= label <= num_classes:
-                raise DatasetFormatError(f"{label_file}:{line_no}: unknown class id {label} "
-                                         f"(RAF-DB basic labels are 1..{num_classes})")
-            names.append(name)
-            labels.append(label - 1)
-            is_test.append(name.startswith("test_"))
-            lines.append(line_no)
-    refuse_duplicate_rows(names, lines, label_file)
-    return names, np.asarray(labels, dtype=np.int64), np.asarray(is_test, dtype=bool)
+        rows = list(partition_rows(f, label_file))
+    names = [name for _, name, _ in rows]
+    refuse_duplicate_rows(names, [line for line, _, _ in rows], label_file)
+    return (names, np.asarray([label for _, _, label in rows], dtype=np.int64),
+            np.asarray([name.startswith("test_") for name in names], dtype=bool))
 
 
 def read_rafdb(root: str | Path, split: str, *, skip_unreadable: bool = False,
