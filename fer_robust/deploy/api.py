@@ -17,7 +17,7 @@ probabilities (``tests/test_api.py``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -115,7 +115,6 @@ class FERModel:
     def preprocessing(self) -> dict:
         """What an image goes through before the model: ``{"size", "mean", "std",
         "interpolation", "framing"}`` (``framing``: the dataset's, as a dict)."""
-        from dataclasses import asdict
         c = self._classifier
         return {"size": int(c.img_size), "mean": [float(v) for v in c.mean],
                 "std": [float(v) for v in c.std], "interpolation": "bilinear",

@@ -116,5 +116,6 @@ def protocol_comment(choices: dict[str, str]) -> str:
     """The choices as YAML comment lines, for the top of the run's ``config.yaml`` (comments, so
     the file still loads as the config it is)."""
     lines = ["# The run's protocol (written by tools/train.py; not read back):"]
-    lines += [f"#   {k}: {v}" for k, v in choices.items()]
+    # One line per choice, whatever a value holds (a path may hold a line break).
+    lines += [f"#   {k}: {' '.join(str(v).splitlines())}" for k, v in choices.items()]
     return "\n".join(lines) + "\n"
