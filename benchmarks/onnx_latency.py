@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fer_robust.config import load_config  # noqa: E402
+from fer_robust.validation import load_config  # noqa: E402
 from fer_robust.data.dataset_facts import DATASET_SPECS  # noqa: E402
 from fer_robust.deploy.classifiers import OnnxClassifier  # noqa: E402
 from fer_robust.deploy.onnx_export import check_onnx, export_onnx  # noqa: E402

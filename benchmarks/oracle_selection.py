@@ -30,10 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fer_robust.noise_benchmark.recipe import SETTINGS, RunSpec, build_run_config  # noqa: E402
 from fer_robust.noise_benchmark.report import TARGETS  # noqa: E402
-from fer_robust.config import StageConfig, validate  # noqa: E402
+from fer_robust.config import StageConfig  # noqa: E402
 from fer_robust.engine.stages import Stage, StageInputs, registered_stage  # noqa: E402
 from fer_robust.robust.selection import RobustDecision  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
+from fer_robust.validation import validate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
-from fer_robust.config import load_config
+from fer_robust.validation import load_config
 from fer_robust.robust.gmm_split import class_dependent_split, split_losses
 from fer_robust.robust.metrics import noise_detection_metrics, relabel_accuracy
 from fer_robust.utils import atomic_write_json, json_safe

@@ -1,36 +1,28 @@
-"""Typed, validated configuration.
+"""The run configuration: every setting, its type, its default and why it is there.
 
 A run's config is built in three layers (as DINOv2 does): the dataclass defaults below, then a YAML
-file (which may name a ``_base_`` YAML it extends, relative to itself), then ``key.sub=value``
-overrides from the command line. Every key is checked against the dataclasses: an unknown key or a
-value of the wrong type is a :class:`ConfigError` that names the key and the file it came from.
-YAML files and command-line values are read with YAML 1.2's booleans and floats (:class:`_Loader`),
-and typed fields take what people type: ``optim.lr=1e-4`` is a float, ``mixed_precision=no`` the
-string ``'no'``, ``"0.5"`` in a float field the number 0.5 (:func:`_coerce`).
-Names that a registry owns (``data.name``, ``data.noise.type``, ``model.arch``,
-``stages.N.kind``) are plain strings here; :func:`validate` checks them against the registries, so
-a newly registered dataset, noise kind, model or stage is valid without touching this file.
-The resolved config is saved with every run (:func:`save_config`) and can be reloaded exactly.
+file (which may name a ``_base_`` YAML it extends), then ``key.sub=value`` overrides from the
+command line. The layers are read, typed and saved by :mod:`fer_robust.config_io`; the values are
+checked (ranges, cross-field rules, and the names that registries own) by
+:mod:`fer_robust.validation`, whose :func:`~fer_robust.validation.load_config` is the way in.
+
+This module is the bottom of the house: it imports nothing from the rest of the package, so every
+module may import its sections. Names that a registry owns (``data.name``, ``data.noise.type``,
+``model.arch``, ``stages.N.kind``, ``method.name``) are plain strings here, so a newly registered
+dataset, noise kind, model, stage or method is valid without touching this file.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import os
-import re
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
-
-import yaml
+from typing import Any, Literal
 
 __all__ = [
     "ConfigError", "DataConfig", "NoiseConfig", "AugmentConfig", "MIMConfig", "ARMConfig",
     "ModelConfig", "OptimConfig", "StageConfig", "SplitConfig", "DCLConfig", "RelabelConfig",
     "NoiseGateConfig", "RobustConfig", "SCNConfig", "EACConfig", "GCEConfig", "MethodConfig",
-    "Config", "load_config", "save_config", "config_to_dict", "apply_overrides",
+    "Config", "config_to_dict", "flatten_config", "RESULT_NEUTRAL_KEYS", "LATER_KEYS",
+    "LATER_KEY_DEFAULTS",
 ]
 
 
@@ -88,7 +80,7 @@ class DataConfig:
     skip_unreadable: bool = False
     # Decode every image once when a split is built, so a corrupt file stops the run at start-up
     # (one line naming it) or, with skip_unreadable, is dropped, instead of failing mid-training:
-    # 'auto' for splits of up to 50,000 images (fer_robust.data.decode.AUTO_VERIFY_MAX_IMAGES).
+    # 'auto' for splits of up to 50,000 images (fer_robust.data.verify.AUTO_VERIFY_MAX_IMAGES).
     verify_images: Literal["auto", "yes", "no"] = "auto"
     # Decode every image once and keep the uint8 array in memory (small benchmarks: FERPlus, demo).
     cache_in_memory: bool = False
@@ -435,136 +427,6 @@ class Config:
     progress_bar: bool = True
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading YAML
-# --------------------------------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's booleans and floats.
-
-    PyYAML implements YAML 1.1, where ``yes/no/on/off`` are booleans (so ``mixed_precision: no``
-    became ``False``) and a float needs a dot (so ``lr: 1e-4`` stayed the string ``'1e-4'``).
-    YAML 1.2, the version most other YAML tools read, takes only ``true/false`` as booleans and
-    ``1e-4`` as a float; so does this loader, in config files and in command-line values.
-    """
-
-
-_BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
-_YAML12 = {
-    _BOOL_TAG: re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    # A dot or an exponent makes a float; plain digits stay an int (the int resolver comes after).
-    _FLOAT_TAG: re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
-                               |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-                               |[-+]?\.(?:inf|Inf|INF)
-                               |\.(?:nan|NaN|NAN))$""", re.X),
-}
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, _YAML12.get(tag, regexp)) for tag, regexp in resolvers]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-
-
-def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-# --------------------------------------------------------------------------------------------------
-# Building from dicts with validation
-# --------------------------------------------------------------------------------------------------
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp))
-
-
-# What people type for a boolean, in a YAML file loaded elsewhere or quoted on the command line.
-_TRUE_WORDS, _FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
-def _literal_choice(value: Any, choices: tuple) -> Any:
-    """``value`` as one of ``choices`` when it is one in another form: a YAML 1.1 boolean for a
-    ``yes/no/on/off`` choice (``mixed_precision: no`` read elsewhere as ``False``) or a number
-    typed as a string (``"16"`` for ``output_stride``). Otherwise ``value`` unchanged."""
-    if isinstance(value, bool):
-        words = _TRUE_WORDS if value else _FALSE_WORDS
-        return next((c for c in choices if isinstance(c, str) and c.lower() in words), value)
-    if isinstance(value, str):
-        return next((c for c in choices if not isinstance(c, str) and str(c) == value.strip()),
-                    value)
-    return value
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Check ``value`` against annotation ``tp`` (converting YAML forms where lossless)."""
-    origin = get_origin(tp)
-    where = f"{key!r} (from {source})"
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping for section {_type_name(tp)}, "
-                              f"got {type(value).__name__}")
-        return _build(tp, value, key, source)
-    if origin is Literal:
-        choices = get_args(tp)
-        value = _literal_choice(value, choices)
-        if value not in choices or isinstance(value, bool):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
-        return value
-    if origin is list:
-        (item_tp,) = get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_coerce(v, item_tp, f"{key}.{i}", source) for i, v in enumerate(value)]
-    if origin is tuple:
-        item_tps = get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(item_tps):
-            raise ConfigError(f"{where}: expected a list of {len(item_tps)} values, got {value!r}")
-        return tuple(_coerce(v, t, f"{key}.{i}", source) for i, (v, t) in enumerate(zip(value, item_tps)))
-    if origin is dict:
-        k_tp, v_tp = get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return {_coerce(k, k_tp, f"{key}.{k}", source): _coerce(v, v_tp, f"{key}.{k}", source)
-                for k, v in value.items()}
-    if tp in (float, int) and isinstance(value, str):
-        try:  # a number quoted in YAML, or '1e-4' from a YAML 1.1 reader
-            value = float(value.strip().replace("_", ""))
-        except ValueError:
-            pass
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or
-                                           (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return int(value)
-    if tp is bool:
-        if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
-            return value.strip().lower() in _TRUE_WORDS
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if value is None:
-            return ""
-        if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def _build(cls: type, values: dict, prefix: str, source: str):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        full = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"unknown config key {full!r} (from {source}); "
-                          f"valid keys{' of ' + prefix if prefix else ''}: {sorted(names)}")
-    kwargs = {}
-    for k, v in values.items():
-        full = f"{prefix}.{k}" if prefix else k
-        kwargs[k] = _coerce(v, hints[k], full, source)
-    return cls(**kwargs)  # sections not given keep their defaults
-
-
 def config_to_dict(cfg: Any) -> Any:
     """Plain-Python (YAML-safe) form of a config or any section of it."""
     if dataclasses.is_dataclass(cfg):
@@ -603,264 +465,6 @@ def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten_config(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: tree}
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "loss_weights":
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def _read_yaml(path: Path, _seen: tuple = ()) -> tuple[dict, list[str]]:
-    """Read a YAML file and the chain of ``_base_`` files it extends. Returns (merged, sources)."""
-    path = path.resolve()
-    if path in _seen:
-        raise ConfigError(f"{path}: circular _base_ chain")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = _load_yaml(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    base = data.pop("_base_", None)
-    sources = [str(path)]
-    if base:
-        base_data, base_sources = _read_yaml((path.parent / base), _seen + (path,))
-        # Validate this file's keys against the schema on their own, to name the right file.
-        _build(Config, _deep_merge(config_to_dict(Config()), data), "", str(path))
-        data = _deep_merge(base_data, data)
-        sources = base_sources + sources
-    return data, sources
-
-
-def _set_path(tree: dict, dotted: str, value: Any, source: str) -> None:
-    parts = dotted.split(".")
-    node: Any = tree
-    for i, part in enumerate(parts[:-1]):
-        here = ".".join(parts[: i + 1])
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"override {dotted!r} ({source}): {here!r} is not a valid index")
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if part not in node:
-                raise ConfigError(f"unknown config key {here!r} in override {dotted!r} ({source})")
-            node = node[part]
-        else:
-            raise ConfigError(f"override {dotted!r} ({source}): {here!r} is not a section")
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise ConfigError(f"override {dotted!r} ({source}): {last!r} is not a valid index")
-        node[int(last)] = value
-    elif isinstance(node, dict):
-        is_free_mapping = dotted.split(".")[-2:-1] == ["loss_weights"]
-        if last not in node and not is_free_mapping:
-            raise ConfigError(f"unknown config key {dotted!r} in override ({source})")
-        node[last] = value
-    else:
-        raise ConfigError(f"override {dotted!r} ({source}): parent is not a section")
-
-
-def apply_overrides(tree: dict, overrides: list[str], source: str = "command line") -> dict:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML 1.2) to a plain config dict."""
-    tree = config_to_dict(tree)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} ({source}) must look like key.sub=value")
-        key, raw = item.split("=", 1)
-        try:
-            value = _load_yaml(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        _set_path(tree, key.strip(), value, source)
-    return tree
-
-
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults ⊕ YAML file (with its ``_base_`` chain) ⊕ command-line overrides, validated."""
-    tree = config_to_dict(Config())
-    source = "defaults"
-    if path is not None:
-        data, sources = _read_yaml(Path(path))
-        source = sources[-1]
-        # Stages given in YAML replace the default list wholesale; each stage starts from defaults.
-        tree = _deep_merge(tree, data)
-        _build(Config, tree, "", source)  # names the file when its keys are wrong
-    if overrides:
-        tree = apply_overrides(tree, overrides)
-        source = "command line"
-    cfg = _build(Config, tree, "", source)
-    validate(cfg)
-    return cfg
-
-
-def registered_names() -> dict[str, list[str]]:
-    """The names each registry accepts, by the config key that names one.
-
-    Imported here, not at the top: the registries live in the modules that build datasets, noise,
-    models and stages, and those import this module.
-    """
-    from fer_robust.data.noise import NOISE_KINDS
-    from fer_robust.data.registry import list_datasets
-    from fer_robust.engine.stages import STAGE_KINDS
-    from fer_robust.methods import list_methods
-    from fer_robust.models.factory import list_models
-    return {"data.name": list_datasets(), "data.noise.type": list(NOISE_KINDS),
-            "model.arch": list_models(), "stages.kind": list(STAGE_KINDS),
-            "method.name": list_methods()}
-
-
-# Schedules the trainer can step per update (timm's create_scheduler_v2 names; 'plateau' steps on
-# epochs only and 'none' gives no scheduler to step).
-SCHEDULERS: tuple[str, ...] = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt",
-                               "constant")
-
-# Numeric ranges checked at load: (key, test, what the test requires).
-_RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
-    ("data.img_size", lambda v: v >= 8, ">= 8"),
-    ("data.num_workers", lambda v: v >= 0, ">= 0"),
-    ("data.augment.hflip", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("data.augment.random_erasing", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("data.augment.crop_scale", lambda v: 0 < v[0] <= v[1] <= 1, "0 < low <= high <= 1"),
-    ("optim.lr", lambda v: v > 0, "> 0"),
-    ("optim.weight_decay", lambda v: v >= 0, ">= 0"),
-    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("optim.min_lr", lambda v: v >= 0, ">= 0"),
-    ("optim.warmup_epochs", lambda v: v >= 0, ">= 0"),
-    ("optim.decay_epochs", lambda v: v > 0, "> 0"),
-    ("optim.decay_rate", lambda v: v > 0, "> 0"),
-    ("optim.batch_size", lambda v: v >= 1, ">= 1"),
-    ("optim.eval_batch_size", lambda v: v >= 1, ">= 1"),
-    ("optim.grad_accum_steps", lambda v: v >= 1, ">= 1"),
-    ("optim.clip_grad", lambda v: v >= 0, ">= 0"),
-    ("optim.label_smoothing", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("model.drop_rate", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("model.local_dim", lambda v: v >= 1, ">= 1"),
-    ("model.local_grid", lambda v: v >= 1, ">= 1"),
-    ("model.mim.patch_size", lambda v: v >= 1, ">= 1"),
-    ("model.mim.mask_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("model.mim.masked_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("robust.split.threshold", lambda v: 0 < v < 1, "in (0, 1) (a clean probability)"),
-    ("robust.split.loss_window", lambda v: v >= 1, ">= 1"),
-    ("robust.relabel.k", lambda v: v >= 1, ">= 1"),
-    ("robust.relabel.min_confidence", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("robust.relabel.sharpen", lambda v: v > 0, "> 0"),
-    ("robust.relabel.model_weight", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("robust.relabel.given_floor", lambda v: 0 <= v < 1, "in [0, 1)"),
-    ("robust.dcl.temperature", lambda v: v > 0, "> 0"),
-    ("robust.pass_every", lambda v: v >= 1, ">= 1"),
-    ("robust.clean_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("robust.soft_loss_q", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("robust.teacher_ema", lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
-    ("robust.mixup_alpha", lambda v: v >= 0, ">= 0 (0 = off)"),
-    ("robust.noise_gate.threshold", lambda v: 0 <= v < 1,
-     "in [0, 1) (an estimated noise rate; 0 = off)"),
-    ("robust.noise_gate.anchor_quantile", lambda v: 0 < v < 1, "in (0, 1)"),
-    ("checkpoint_every", lambda v: v >= 1, ">= 1"),
-]
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def _not_known(key: str, value: str, known: list[str], what: str) -> ConfigError:
-    """An unknown name, with the closest known ones (difflib) to say what was probably meant."""
-    close = difflib.get_close_matches(value, known, n=5, cutoff=0.6)
-    hint = f"; close names: {', '.join(close)}" if close else ""
-    return ConfigError(f"{key!r}: {value!r} is not a known {what}{hint}")
-
-
-def _validate_names(cfg: Config) -> None:
-    """The names other libraries own: timm's models and optimisers, and the schedules."""
-    import timm
-    from timm.optim import list_optimizers
-
-    if not timm.is_model(cfg.model.backbone):
-        raise _not_known("model.backbone", cfg.model.backbone, timm.list_models(), "timm model")
-    # timm reads 'lookahead_<opt>' as <opt> wrapped in Lookahead.
-    opt = cfg.optim.opt.lower().removeprefix("lookahead_")
-    if opt not in list_optimizers():
-        raise _not_known("optim.opt", cfg.optim.opt, list_optimizers(), "timm optimizer")
-    if cfg.optim.sched not in SCHEDULERS:
-        raise ConfigError(f"'optim.sched': {cfg.optim.sched!r} is not one of {list(SCHEDULERS)}")
-
-
-def validate(cfg: Config) -> None:
-    """Cross-field checks that types alone cannot express, value ranges, and the registered
-    names: every value a run would only trip over later (at model build, optimiser creation or
-    data loading) fails here, as one :class:`ConfigError` naming the key."""
-    if not cfg.stages:
-        raise ConfigError("'stages': at least one stage is needed")
-    names = registered_names()
-    named = [("data.name", "data.name", cfg.data.name),
-             ("data.noise.type", "data.noise.type", cfg.data.noise.type),
-             ("model.arch", "model.arch", cfg.model.arch),
-             ("method.name", "method.name", cfg.method.name)]
-    named += [(f"stages.{i}.kind", "stages.kind", st.kind) for i, st in enumerate(cfg.stages)]
-    for key, registry, value in named:
-        if value not in names[registry]:
-            raise ConfigError(f"{key!r}: {value!r} is not one of {names[registry]}")
-    for i, st in enumerate(cfg.stages):
-        if st.epochs < 0:
-            raise ConfigError(f"'stages.{i}.epochs' must be >= 0, got {st.epochs}")
-    # The method owns its loss terms, the architectures and the stage kinds it trains with, and
-    # the ranges of its own settings.
-    from fer_robust.methods import get_method
-    get_method(cfg.method.name).validate(cfg)
-    if sum(st.epochs for st in cfg.stages) == 0:
-        raise ConfigError("'stages': all stages have zero epochs")
-    for key, ok, requirement in _RANGES:
-        value = _get(cfg, key)
-        if not ok(value):
-            raise ConfigError(f"{key!r} must be {requirement}, got {value}")
-    if not 0.0 <= cfg.data.noise.rate < 1.0:
-        raise ConfigError(f"'data.noise.rate' must be in [0, 1), got {cfg.data.noise.rate}")
-    if not 0.0 < cfg.data.train_fraction <= 1.0:
-        raise ConfigError(f"'data.train_fraction' must be in (0, 1], got {cfg.data.train_fraction}")
-    if not 0.0 <= cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"'data.val_fraction' must be in [0, 1), got {cfg.data.val_fraction}")
-    if cfg.data.val_fraction == 0.0 and cfg.data.protocol == "validation":
-        raise ConfigError("'data.val_fraction' is 0, which leaves no validation split to select on; "
-                          "for the papers' protocol (whole training split, no selection, last epoch "
-                          "kept) set data.protocol=full_train")
-    from fer_robust.data.registry import needs_root
-    if needs_root(cfg.data.name) and not cfg.data.root.strip():
-        raise ConfigError(f"'data.root' is empty: set it to the folder holding the "
-                          f"{cfg.data.name} dataset (see data/README.md for each layout)")
-    if cfg.model.expects_pretrained and not cfg.model.pretrained \
-            and not cfg.model.pretrained_file.strip():
-        raise ConfigError("'model.pretrained_file' is empty, but this recipe expects pretrained "
-                          "weights (model.expects_pretrained): set "
-                          "model.pretrained_file=/path/to/weights, or model.pretrained_file=none "
-                          "to train from scratch")
-    from fer_robust.models.weights import resolve_pretrained_file
-    weights = resolve_pretrained_file(cfg.model.pretrained_file)
-    if weights and not Path(weights).is_file():
-        raise ConfigError(f"'model.pretrained_file': file not found: {weights} (give an existing "
-                          "weight file, or model.pretrained_file=none to train from scratch)")
-    if cfg.data.img_size % cfg.model.mim.patch_size and cfg.model.mim.enabled \
-            and cfg.model.arch == "two_branch":
-        raise ConfigError(f"'model.mim.patch_size' ({cfg.model.mim.patch_size}) must divide "
-                          f"'data.img_size' ({cfg.data.img_size})")
-    _validate_names(cfg)
-
-
-def save_config(cfg: Config, path: str | os.PathLike, comment: str = "") -> None:
-    """Write the resolved config as YAML (atomically), after ``comment`` (YAML comment lines)."""
-    from fer_robust.utils import atomic_write_text
-    atomic_write_text(Path(path), comment + yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 #: ``{key: default}`` of :data:`LATER_KEYS`, read from the dataclasses' defaults.

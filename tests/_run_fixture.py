@@ -5,12 +5,13 @@ from pathlib import Path
 
 import torch
 
-from fer_robust.config import load_config, save_config
+from fer_robust.config_io import save_config
 from fer_robust.data.demo import DEMO_CLASSES
 from fer_robust.engine.checkpoint import save_model_weights
 from fer_robust.models.arm import AmendRepresentationModule
 from fer_robust.models.factory import build_model
 from fer_robust.utils import atomic_write_json
+from fer_robust.validation import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The demo recipe on a tiny backbone and a small demo set.

@@ -1,10 +1,13 @@
 """Config: defaults ⊕ YAML (with _base_) ⊕ overrides; unknown keys and bad types are named errors."""
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fer_robust.config import Config, ConfigError, config_to_dict, load_config, save_config
+from fer_robust.config import Config, ConfigError, config_to_dict
+from fer_robust.config_io import save_config
+from fer_robust.validation import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -103,6 +106,55 @@ def test_registries_own_the_names():
         load_config(None, ["model.arch=foo"])
     with pytest.raises(ConfigError, match="'data.noise.type': 'pair' is not one of"):
         load_config(None, ["data.noise.type=pair"])
+
+
+def test_reading_checks_keys_and_types_and_loading_also_checks_names():
+    """``read_config`` (config_io) knows the keys and types only; ``load_config`` (validation)
+    reads, then asks the registries."""
+    from fer_robust.config_io import read_config
+
+    assert read_config(None, ["data.name=imagenet"]).data.name == "imagenet"
+    with pytest.raises(ConfigError, match="expected an integer"):
+        read_config(None, ["optim.batch_size=many"])
+    with pytest.raises(ConfigError, match=r"'data.name': 'imagenet' is not one of \['demo'"):
+        load_config(None, ["data.name=imagenet"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.name=imagenet", r"'data.name': 'imagenet' is not one of \['demo', "),
+    ("data.noise.type=pair", r"'data.noise.type': 'pair' is not one of \['none', 'symmetric', "),
+    ("model.arch=vit", r"'model.arch': 'vit' is not one of \['arm', 'baseline', 'scn', "),
+    ("stages.0.kind=probe", r"'stages.0.kind': 'probe' is not one of \['warmup', "),
+    ("method.name=dividemix", r"'method.name': 'dividemix' is not one of \['staged', "),
+    ("model.backbone=resnet1B", r"'model.backbone': 'resnet1B' is not a known timm model; "
+                                r"close names: .*resnet18"),
+])
+def test_unknown_registered_name_stops_the_train_tool_in_one_line_before_training(
+        override, message, tmp_path, capsys):
+    from fer_robust.cli import train as train_cli
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--config", str(CONFIGS / "demo.yaml"), override, f"output_dir={run_dir}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert re.search(r"^train: error: " + message, err), err
+    assert not run_dir.exists()
+
+
+def test_trainer_refuses_a_config_built_in_python_before_building_anything(tmp_path):
+    """A config that never went through ``load_config`` meets the same checks in ``Trainer``."""
+    from fer_robust.engine.trainer import Trainer
+
+    cfg = Config(output_dir=str(tmp_path / "run"))
+    cfg.data.name = "imagenet"
+    with pytest.raises(ConfigError, match=r"'data.name': 'imagenet' is not one of \['demo'"):
+        Trainer(cfg, cpu=True)
+    cfg.data.name, cfg.optim.lr = "demo", -1.0
+    with pytest.raises(ConfigError, match=r"'optim.lr' must be > 0, got -1.0"):
+        Trainer(cfg, cpu=True)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("override, message", [

@@ -9,7 +9,7 @@ from _ferplus_fixture import write_ferplus_fixture
 
 from fer_robust.cli import relabel as relabel_cli
 from fer_robust.cli import train as train_cli
-from fer_robust.config import load_config
+from fer_robust.validation import load_config
 from fer_robust.data.registry import build_dataset
 from fer_robust.robust.metrics import vote_figures
 

@@ -19,9 +19,10 @@ from _benchmark_fixtures import write_affectnet, write_fer2013, write_rafdb, wri
 from _ferplus_fixture import write_ferplus_fixture
 from fer_robust.cli import test as test_cli
 from fer_robust.cli import train as train_cli
-from fer_robust.config import ConfigError, load_config
+from fer_robust.config import ConfigError
 from fer_robust.engine.distributed import build_accelerator
 from fer_robust.models.factory import build_model
+from fer_robust.validation import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in (ROOT / "configs").glob("*.yaml") if not p.name.startswith("_"))

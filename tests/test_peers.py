@@ -13,12 +13,13 @@ from _demo_runs import assert_same_epochs, read_metrics
 from fer_robust.cli import relabel as relabel_cli
 from fer_robust.cli import test as test_cli
 from fer_robust.cli import train as train_cli
-from fer_robust.config import ConfigError, load_config
+from fer_robust.config import ConfigError
 from fer_robust.methods import build_method, list_methods
 from fer_robust.methods.eac import flip_consistency_loss, random_erase
 from fer_robust.losses.classification import generalized_cross_entropy
 from fer_robust.methods.scn import (high_importance_mask, rank_regularization, relabel_decision)
 from fer_robust.models.factory import build_model
+from fer_robust.validation import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BASELINE = str(ROOT / "configs" / "demo_baseline.yaml")

@@ -25,9 +25,11 @@ import timm
 import torch
 from timm.models.resnet import Bottleneck, ResNet
 
-from fer_robust.config import ConfigError, ModelConfig, load_config, save_config
+from fer_robust.config import ConfigError, ModelConfig
+from fer_robust.config_io import save_config
 from fer_robust.models import Backbone, PretrainedFileError, build_model, load_pretrained_file
 from fer_robust.models.weights import read_state_dict
+from fer_robust.validation import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

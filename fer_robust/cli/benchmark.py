@@ -65,7 +65,7 @@ from accelerate import PartialState
 
 from fer_robust.cli.common import repo_root, tool_entry, user_errors_exit
 from fer_robust.config import (LATER_KEY_DEFAULTS, RESULT_NEUTRAL_KEYS, Config, ConfigError,
-                               flatten_config, load_config)
+                               flatten_config)
 from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.loaders import build_eval_loader
 from fer_robust.data.noise import load_noisy_labels
@@ -83,6 +83,7 @@ from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, SETT
 from fer_robust.noise_benchmark.report import (compare, plot_setting_curves, render_markdown,
                                                summarize_run)
 from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
+from fer_robust.validation import load_config
 
 DEFAULT_RECIPE = repo_root() / "configs" / "benchmark_ferplus.yaml"
 

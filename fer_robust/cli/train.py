@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from fer_robust.cli.common import tool_entry, user_errors_exit
-from fer_robust.config import ConfigError, load_config
+from fer_robust.config import ConfigError
+from fer_robust.validation import load_config
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -18,13 +18,13 @@ from fer_robust.data._reading import SplitNotFoundError
 from fer_robust.data.affectnet import read_affectnet
 from fer_robust.data.base import FERDataset
 from fer_robust.data.dataset_facts import DATASET_SPECS, SPLITS
-from fer_robust.data.decode import check_decodable, find_undecodable, should_verify
 from fer_robust.data.demo import build_demo_dataset
 from fer_robust.data.fer2013 import read_fer2013
 from fer_robust.data.ferplus import read_ferplus
 from fer_robust.data.image_folder import read_image_folder
 from fer_robust.data.rafdb import read_rafdb
 from fer_robust.data.sfew import read_sfew
+from fer_robust.data.verify import check_decodable, find_undecodable, should_verify
 from fer_robust.utils import register_in
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ def build_dataset(data_cfg: "DataConfig", split: str, transform: Callable | None
     """Split ``split`` of the benchmark ``data_cfg`` describes, with ``transform`` set.
 
     Every image is decoded once first when ``data_cfg.verify_images`` says so
-    (:func:`~fer_robust.data.decode.check_decodable`: an error naming the broken files, or with
+    (:func:`~fer_robust.data.verify.check_decodable`: an error naming the broken files, or with
     ``data.skip_unreadable`` the split without them). With ``data_cfg.cache_in_memory`` every
     image is decoded once into one uint8 array
     (:meth:`FERDataset.cache_in_memory`): worth it for FERPlus (25k 48x48 faces, ~170 MB as RGB)
@@ -157,7 +157,7 @@ def build_dataset(data_cfg: "DataConfig", split: str, transform: Callable | None
 def dataset_summary(data_cfg: "DataConfig", verify: bool = False) -> dict:
     """Per-split, per-class counts of a benchmark, for the summary table and reports.
 
-    With ``verify`` every image is decoded once (:func:`~fer_robust.data.decode.find_undecodable`)
+    With ``verify`` every image is decoded once (:func:`~fer_robust.data.verify.find_undecodable`)
     and each split lists its undecodable images; with ``data_cfg.skip_unreadable`` they are left
     out of the counts (as training leaves them out), otherwise counted.
 

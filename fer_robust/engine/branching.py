@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fer_robust.config import (RESULT_NEUTRAL_KEYS, Config, ConfigError, config_to_dict,
-                               flatten_config, load_config, save_config)
+                               flatten_config)
+from fer_robust.config_io import save_config
 from fer_robust.engine.checkpoint import TRAINER_SCALARS, checkpoint_problems
 from fer_robust.engine.run_logging import MetricsLog
 from fer_robust.utils import atomic_write_json, atomic_write_text
+from fer_robust.validation import load_config
 
 __all__ = ["BRANCH_RECORD", "BranchError", "BranchPlan", "branch_differences", "make_branch",
            "plan_branch"]

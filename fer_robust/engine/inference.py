@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 
-from fer_robust.config import Config, load_config
+from fer_robust.config import Config
 from fer_robust.engine.checkpoint import CheckpointError, latest_checkpoint, load_model_weights
 from fer_robust.models.factory import build_model
+from fer_robust.validation import load_config
 
 __all__ = ["resolve_checkpoint", "load_trained_model", "checkpoint_of_weights"]
 

@@ -13,10 +13,20 @@ supplies its own), and after the step the method may decide (SCN relabels).
 The same command runs on this CPU, on one GPU, and under ``accelerate launch`` on many GPUs or
 nodes. ``optim.batch_size`` is per process (accelerate's convention); the effective batch is
 ``batch_size x processes x grad_accum_steps``.
+
+Why this file is one piece, over 500 lines: :meth:`Trainer.setup` builds the run's state
+(model, optimiser, per-sample state, loss history, noise gate, DCL memory, teacher, method),
+:meth:`Trainer._trainer_tensors` and :meth:`Trainer._restore` save and restore exactly that state,
+and the loop reads and updates it. A new piece of state touches all three, so they stay in one
+view. What changes for other reasons lives beside it: the run's datasets and label noise
+(:mod:`~fer_robust.engine.run_data`), the classification terms and fit figures
+(:mod:`~fer_robust.engine.loss_terms`), the epoch's log line
+(:mod:`~fer_robust.engine.run_logging`), the eval-mode passes (:mod:`~fer_robust.engine.evaluation`),
+checkpoints on disk (:mod:`~fer_robust.engine.checkpoint`), the hold on the run directory
+(:mod:`~fer_robust.engine.run_dir`).
 """
 from __future__ import annotations
 
-import copy
 import time
 import warnings
 from functools import partial
@@ -28,150 +38,39 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from tqdm.auto import tqdm
 
-from fer_robust.config import Config, ConfigError, save_config
-from fer_robust.data.base import FERDataset
-from fer_robust.data.dataset_facts import confusable_targets
+from fer_robust.config import Config
+from fer_robust.config_io import save_config
 from fer_robust.data.loaders import build_eval_loader, build_train_loader
-from fer_robust.data.noise import inject_label_noise, save_noisy_labels
-from fer_robust.data.registry import build_dataset
+from fer_robust.data.noise import save_noisy_labels
 from fer_robust.data.samplers import build_sampler
-from fer_robust.data.transforms import build_transform
 from fer_robust.engine.checkpoint import (CheckpointError, CheckpointManager, ResumePoint,
                                          save_model_weights)
 from fer_robust.engine.distributed import build_accelerator, run_on_main
 from fer_robust.engine.evaluation import (SamplePassResult, classification_metrics, per_sample_pass,
                                          predict_logits)
+from fer_robust.engine.loss_terms import classification_terms, classified_mask, fit_figures
 from fer_robust.engine.mixup import BatchMixer, mix_images
-from fer_robust.engine.protocol import (has_validation, protocol_choices, protocol_comment,
-                                       protocol_line, selection_record)
+from fer_robust.engine.protocol import (protocol_choices, protocol_comment, protocol_line,
+                                       selection_record)
+from fer_robust.engine.run_data import apply_label_noise, eval_view, load_datasets
 from fer_robust.engine.run_dir import RunDirError, RunDirLock, hold_run_dir
-from fer_robust.engine.run_logging import MetricsLog
+from fer_robust.engine.run_logging import MetricsLog, epoch_line
 from fer_robust.engine.sample_state import SampleState
 from fer_robust.engine.stages import Stage, StageInputs, build_stage
 from fer_robust.engine.teacher import TEACHER_PREFIX, PassTeacher
-from fer_robust.losses.classification import (cross_entropy, generalized_cross_entropy,
-                                            soft_generalized_cross_entropy, weighted_mean)
 from fer_robust.methods import build_method
 from fer_robust.models.factory import build_model
 from fer_robust.robust.gmm_split import LossHistory
 from fer_robust.robust.noise_rate import NoiseGate
 from fer_robust.utils import atomic_save_npz, atomic_write_json, seed_everything
+from fer_robust.validation import validate
 
+# classified_mask lives in loss_terms; it stays importable from here, where it was first.
 __all__ = ["Trainer", "NonFiniteLossError", "RunDirError", "classified_mask"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite (names the epoch, step and term)."""
-
-
-def load_datasets(cfg: Config) -> tuple[FERDataset, FERDataset | None]:
-    """(train with train transforms, val) for a config; val is None under a protocol without a
-    validation split (``data.protocol=full_train``)."""
-    train = build_dataset(cfg.data, "train", build_transform(cfg.data, train=True))
-    val = None
-    if has_validation(cfg.data.protocol):
-        val = build_dataset(cfg.data, "val", build_transform(cfg.data, train=False))
-    return train, val
-
-
-def eval_view(dataset: FERDataset, cfg: Config) -> FERDataset:
-    """The same samples and (current, possibly noisy) labels with evaluation transforms."""
-    view = copy.copy(dataset)
-    view.transform = build_transform(cfg.data, train=False)
-    return view
-
-
-def apply_label_noise(cfg: Config, train: FERDataset) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Inject the configured noise into ``train``; returns (true labels, changed mask) or Nones.
-    ``data.noise.type=file`` reads the labels from ``data.noise.file``
-    (:mod:`fer_robust.data.noise_file`)."""
-    if cfg.data.noise.file.strip() and cfg.data.noise.type != "file":
-        raise ConfigError(f"'data.noise.file' is set but data.noise.type is "
-                          f"{cfg.data.noise.type!r}: set data.noise.type=file to train on it")
-    if cfg.data.noise.type == "none":
-        return None, None
-    if cfg.data.noise.type == "file":
-        from fer_robust.data.noise_file import noisy_targets_from_file
-        true = train.clean_targets.copy()
-        noisy, _ = noisy_targets_from_file(cfg.data, train)
-        train.set_targets(noisy)
-        return true, noisy != true
-    confusable = None
-    if cfg.data.noise.type == "asymmetric":
-        try:
-            confusable = confusable_targets(train.classes)
-        except ValueError:  # class names that are not emotions (user folders): c -> c + 1
-            confusable = None
-    true = train.clean_targets.copy()
-    noisy, changed = inject_label_noise(true, train.num_classes, cfg.data.noise, votes=train.votes,
-                                        confusable=confusable)
-    train.set_targets(noisy)
-    return true, changed
-
-
-def classified_mask(out: dict, batch_size: int, classify_masked: bool) -> torch.Tensor:
-    """``(B,)`` bool: the batch's images that count for the classification terms and for DCL's
-    memory: all of them, unless ``classify_masked`` is off and MIM masked some (``mim_index``)."""
-    keep = torch.ones(batch_size, dtype=torch.bool, device=out["logits"].device)
-    if "mim_index" in out and not classify_masked:
-        keep[out["mim_index"]] = False
-    return keep
-
-
-def _fit_figures(counts: torch.Tensor, noise_known: bool, prefix: str = "") -> dict[str, float]:
-    """How closely the model fits the labels it is given, from summed counts ``[agree, images,
-    changed, changed and predicted as given]``:
-
-    - ``train_accuracy_given``: share of training images predicted as their given label;
-    - ``memorised_share`` (when the true labels are known): share of the changed-label images
-      predicted as their wrong given label. Plain cross-entropy drives it towards 1 as it memorises
-      the noise; a noise-robust method keeps it low.
-
-    Per epoch they are counted on the epoch's augmented training batches as they are trained (like
-    a training top-1, at no extra cost); after the last epoch :meth:`Trainer.final_fit_figures`
-    measures them once in eval mode on un-augmented images (``final_`` prefix).
-    """
-    c = counts.double().cpu().tolist()
-    out = {f"{prefix}train_accuracy_given": c[0] / max(c[1], 1.0)}
-    if noise_known:
-        out[f"{prefix}memorised_share"] = c[3] / max(c[2], 1.0)
-    return out
-
-
-def classification_terms(cfg: Config, out: dict, rows: dict[str, torch.Tensor],
-                         keep: torch.Tensor, stage: Stage) -> dict[str, torch.Tensor]:
-    """ce, local_ce and soft_ce of :meth:`Trainer.compute_losses` against the targets ``rows``
-    (:meth:`SampleState.batch_targets`), counting only the images ``keep`` marks."""
-    train_labels = rows["labels"]
-    ce_w, soft_w = rows["ce_weight"] * keep, rows["soft_weight"] * keep
-    ls = cfg.optim.label_smoothing
-    per_batch = cfg.robust.loss_normalization == "batch"
-
-    def average(loss, weights):
-        return (loss * weights).mean() if per_batch else weighted_mean(loss, weights)
-
-    q_hard = cfg.robust.clean_loss_q if stage.robust else 0.0
-    q_soft = cfg.robust.soft_loss_q if stage.robust else 0.0
-
-    def hard(logits):
-        if q_hard:
-            return average(generalized_cross_entropy(logits, train_labels, q_hard), ce_w)
-        return average(cross_entropy(logits, train_labels, label_smoothing=ls), ce_w)
-
-    def soft(logits):
-        return average(soft_generalized_cross_entropy(logits, rows["soft_labels"], q_soft),
-                       soft_w)
-
-    terms: dict[str, torch.Tensor] = {}
-    if stage.weight("ce"):
-        terms["ce"] = hard(out["logits"])
-    if stage.weight("local_ce") and "local_logits" in out:
-        terms["local_ce"] = hard(out["local_logits"])
-    if stage.weight("soft_ce"):
-        terms["soft_ce"] = soft(out["logits"])
-        if "local_logits" in out:
-            terms["soft_ce"] = terms["soft_ce"] + soft(out["local_logits"])
-    return terms
 
 
 class Trainer:
@@ -185,6 +84,9 @@ class Trainer:
 
     def __init__(self, cfg: Config, resume: bool = False, cpu: bool = False,
                  resume_inexact: bool = False):
+        # The tools validated the config they loaded; one built or edited in Python is held to the
+        # same checks here, before anything is read or built.
+        validate(cfg)
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
         self.resume = resume
@@ -483,7 +385,7 @@ class Trainer:
             if self.cfg.log_tensorboard:
                 self.accelerator.log({k: v for k, v in record.items()
                                       if isinstance(v, (int, float))}, step=epoch)
-            self._print_epoch(record)
+            self.accelerator.print(epoch_line(record))
             stopping = epoch == stop_after_epoch
             last = epoch == self.total_epochs - 1
             if (last or stopping or epoch in self.checkpoints.protected_epochs
@@ -508,7 +410,8 @@ class Trainer:
         return record
 
     def final_fit_figures(self) -> dict[str, float]:
-        """``final_train_accuracy_given`` and ``final_memorised_share`` (see :func:`_fit_figures`)
+        """``final_train_accuracy_given`` and ``final_memorised_share`` (see
+        :func:`~fer_robust.engine.loss_terms.fit_figures`)
         of the current model, from one eval-mode pass over the training split."""
         logits, labels, index = predict_logits(self.model, self.pass_loader, self.accelerator,
                                                progress=self.cfg.progress_bar)
@@ -517,25 +420,8 @@ class Trainer:
         counts = [agree.sum(), len(agree), 0, 0]
         if changed is not None:
             counts[2:] = [changed[index].sum(), (agree & changed[index]).sum()]
-        return _fit_figures(torch.tensor(np.asarray(counts, np.float64)), changed is not None,
+        return fit_figures(torch.tensor(np.asarray(counts, np.float64)), changed is not None,
                             prefix="final_")
-
-    def _print_epoch(self, r: dict) -> None:
-        extra = ""
-        if "clean_ratio" in r:
-            extra = f" clean {r['clean_ratio']:.3f}"
-        if "split_f1" in r:
-            extra += f" split-F1 {r['split_f1']:.3f}"
-        if "relabel_accuracy" in r:
-            extra += f" relabel-acc {r['relabel_accuracy']:.3f}"
-        if "noise_rate_estimate" in r:
-            extra += f" noise-est {r['noise_rate_estimate']:.3f}"
-            if r.get("labels_taken_as_clean"):
-                extra += " (labels taken as clean)"
-        val = f" val-acc {r['val_accuracy']:.4f}" if "val_accuracy" in r else ""
-        self.accelerator.print(
-            f"epoch {r['epoch']:3d} [{r['stage']}] loss {r['loss']:.4f}"
-            f"{val}{extra} ({r['epoch_seconds']:.1f}s)")
 
     def begin_epoch(self, stage: Stage, epoch: int) -> dict:
         """Let ``stage`` set what every sample trains on in ``epoch``; return what it logs.
@@ -648,7 +534,7 @@ class Trainer:
         sums: dict[str, float] = {}
         steps = 0
         # [agree with the given label, images, changed-label images, changed ones predicted as
-        # their wrong given label]: memorisation as the model trains (see _fit_figures).
+        # their wrong given label]: memorisation as the model trains (see fit_figures).
         fit_counts = torch.zeros(4, dtype=torch.float64, device=self.device)
         changed = self.sample_state.changed_mask
         bar = tqdm(self.train_loader, desc=f"epoch {epoch} [{stage.name}]", leave=False,
@@ -707,7 +593,7 @@ class Trainer:
         means = acc.reduce(torch.tensor([sums[n] / steps for n in names], device=self.device),
                            reduction="mean")
         record = {("loss" if n == "loss" else f"loss_{n}"): float(v) for n, v in zip(names, means)}
-        return {**record, **_fit_figures(acc.reduce(fit_counts, reduction="sum"), changed is not None)}
+        return {**record, **fit_figures(acc.reduce(fit_counts, reduction="sum"), changed is not None)}
 
     def _labels_train_unmixed(self) -> bool:
         """The noise gate took the labels as clean and the robust batches stop mixing
