@@ -510,7 +510,7 @@ def plot_setting_curves(curves: dict[str, dict], path: Path, title: str) -> None
     """One PNG for a label setting: validation accuracy (left) and memorised share (right) per
     epoch, one line per model (``curves`` maps a model name to its summary's ``curves``: the
     per-epoch records of ``metrics.jsonl``, whose memorised share is counted on the training
-    batches, see ``engine.trainer._fit_figures``)."""
+    batches, see ``engine.loss_terms.fit_figures``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
