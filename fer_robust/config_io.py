@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import re
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -40,7 +41,64 @@ class _Loader(yaml.SafeLoader):
     became ``False``) and a float needs a dot (so ``lr: 1e-4`` stayed the string ``'1e-4'``).
     YAML 1.2, the version most other YAML tools read, takes only ``true/false`` as booleans and
     ``1e-4`` as a float; so does this loader, in config files and in command-line values.
+
+    A config file or a command-line value is untrusted input, so what it may expand to is
+    bounded. An alias repeats a list or mapping without copying it: nine levels of nine aliases
+    are a few lines that expand to 9^9 values, and whatever walks them (a check, an error message
+    quoting them) runs for minutes and fills memory. The loader counts each node's values with its
+    aliases expanded as it composes the document, and refuses, at the line of the node, one past
+    :attr:`MAX_VALUES` (a config holds a few hundred), one nested deeper than :attr:`MAX_DEPTH`,
+    and an alias of the list or mapping that holds it.
     """
+
+    MAX_VALUES = 100_000
+    MAX_DEPTH = 64
+
+    def compose_document(self) -> Any:
+        self._expanded: dict[int, int] = {}  # id(node) -> its values, aliases expanded
+        self._depth = 0
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        mark = self.peek_event().start_mark
+        alias = self.check_event(yaml.AliasEvent)
+        if self._depth >= self.MAX_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested more than {self.MAX_DEPTH} levels deep", mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if alias:  # counted again wherever it is used, as it expands there
+            if id(node) not in self._expanded:
+                raise yaml.composer.ComposerError(
+                    None, None, "an alias refers to the list or mapping that holds it", mark)
+            return node
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else [])
+        size = 1 + sum(self._expanded[id(child)] for child in children)
+        if size > self.MAX_VALUES:
+            raise yaml.composer.ComposerError(
+                None, None, f"expands to more than {self.MAX_VALUES:,} values once its aliases "
+                "are expanded (a config holds a few hundred)", mark)
+        self._expanded[id(node)] = size
+        return node
+
+
+# A config file is a few kilobytes; anything far larger is not one.
+MAX_CONFIG_BYTES = 1 << 20
+
+# Error messages quote a value shortened (a value may be a long list or string).
+_QUOTE = reprlib.Repr()
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxtuple, _QUOTE.maxdict = 3, 8, 8, 8
+_QUOTE.maxstring = _QUOTE.maxother = 120
+
+
+def _quote(value: Any) -> str:
+    """``repr(value)`` for an error message, shortened (reprlib never builds the whole repr)."""
+    return _QUOTE.repr(value)
 
 
 _BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
@@ -98,7 +156,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         choices = get_args(tp)
         value = _literal_choice(value, choices)
         if value not in choices or isinstance(value, bool):
-            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
+            raise ConfigError(f"{where}: {_quote(value)} is not one of {list(choices)}")
         return value
     if origin is list:
         (item_tp,) = get_args(tp)
@@ -108,7 +166,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     if origin is tuple:
         item_tps = get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(item_tps):
-            raise ConfigError(f"{where}: expected a list of {len(item_tps)} values, got {value!r}")
+            raise ConfigError(f"{where}: expected a list of {len(item_tps)} values, got {_quote(value)}")
         return tuple(_coerce(v, t, f"{key}.{i}", source) for i, (v, t) in enumerate(zip(value, item_tps)))
     if origin is dict:
         k_tp, v_tp = get_args(tp)
@@ -123,24 +181,24 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             pass
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_quote(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or
                                            (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_quote(value)}")
         return int(value)
     if tp is bool:
         if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS + _FALSE_WORDS:
             return value.strip().lower() in _TRUE_WORDS
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_quote(value)}")
         return value
     if tp is str:
         if value is None:
             return ""
         if not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_quote(value)}")
         return str(value)
     return value
 
@@ -177,6 +235,9 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> tuple[dict, list[str]]:
         raise ConfigError(f"{path}: circular _base_ chain")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a config file (at most "
+                          f"{MAX_CONFIG_BYTES:,} bytes)")
     try:
         data = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -60,6 +60,9 @@ SCHEDULERS: tuple[str, ...] = ("cosine", "tanh", "step", "multistep", "poly", "w
 _RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("data.img_size", lambda v: v >= 8, ">= 8"),
     ("data.num_workers", lambda v: v >= 0, ">= 0"),
+    ("data.demo_train_per_class", lambda v: v >= 1, ">= 1"),
+    ("data.demo_val_per_class", lambda v: v >= 1, ">= 1"),
+    ("data.demo_test_per_class", lambda v: v >= 1, ">= 1"),
     ("data.augment.hflip", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("data.augment.random_erasing", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("data.augment.crop_scale", lambda v: 0 < v[0] <= v[1] <= 1, "0 < low <= high <= 1"),

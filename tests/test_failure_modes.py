@@ -585,3 +585,53 @@ def test_a_decompression_bomb_is_one_line_in_predict_as_in_training(cut_run, tmp
         err = capsys.readouterr().err.strip().splitlines()
         assert exc.value.code == 2 and len(err) == 1, err
         assert f"{bomb}" in err[0] and "exceeds limit" in err[0], err[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# A config is untrusted input: what it may expand to, and what an error quotes, are bounded
+# --------------------------------------------------------------------------------------------------
+# Nine nested levels of nine aliases under seed: a few hundred bytes that expand to 9^9 values.
+ALIAS_BOMB = "seed:\n  - &l1 [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(2, 10))
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))  # a loader that expands gives up
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_in_one_line(tmp_path):
+    config = tmp_path / "bomb.yaml"
+    config.write_text(ALIAS_BOMB)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(config),
+                           f"output_dir={tmp_path / 'run'}"], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=60, preexec_fn=_limit_memory)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    # Refused at its sixth level, the first past the bound (9^6 = 531,441 values).
+    assert lines[0].startswith(f"train: error: {config} line 7: ") and len(lines[0]) < 400
+    assert "expands to more than 100,000 values once its aliases are expanded" in lines[0]
+
+
+def test_an_error_quotes_a_long_value_shortened_and_a_huge_file_is_no_config(tmp_path, capsys):
+    long_list = "[" + ", ".join(["1"] * 50_000) + "]"  # within the bound, in the wrong place
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# padding\n" * 200_000 + "seed: 1\n")
+    for argv, message in ((["--config", DEMO, f"seed={long_list}"],
+                           "'seed' (from command line): expected an integer, got [1, 1, 1"),
+                          (["--config", str(huge)], f"{huge}: 2,000,008 bytes is not a config file")):
+        with pytest.raises(SystemExit) as exc:
+            train_cli.main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1 and len(err[0]) < 400, err[0][:500]
+        assert message in err[0]
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_a_demo_split_of_no_images_is_refused_when_the_config_loads(split, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--config", DEMO, f"data.demo_{split}_per_class=0",
+                        f"output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert f"'data.demo_{split}_per_class' must be >= 1, got 0" in err[0]
