@@ -10,6 +10,14 @@ DEMO = str(ROOT / "configs" / "demo.yaml")
 FAST = ["data.img_size=48", "data.demo_train_per_class=24", "data.demo_val_per_class=8",
         "data.demo_test_per_class=8", "optim.batch_size=32", "optim.eval_batch_size=64",
         "progress_bar=false"]
+# DR-FER's own robust decision, in place of the method's (configs/_method.yaml, which demo.yaml
+# starts from): per-class GMM on cross-entropy losses, the retrieval soft label alone, the model's
+# own pass, no mixup, no noise gate. For tests of the decision's mechanics on the paper's terms.
+DR_FER_DECISION = ["robust.split.scope=class", "robust.split.loss=ce",
+                   "robust.relabel.mix_given=false", "robust.relabel.model_weight=0",
+                   "robust.relabel.given_floor=0", "robust.loss_normalization=group",
+                   "robust.pass_hflip=false", "robust.teacher_ema=0", "robust.mixup_alpha=0",
+                   "robust.noise_gate.threshold=0"]
 
 
 def read_metrics(run: Path) -> list[dict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _demo_runs import DR_FER_DECISION
 
 from fer_robust.cli import relabel as relabel_cli
 from fer_robust.cli import train as train_cli
@@ -75,14 +76,13 @@ def test_two_processes_give_the_same_split_as_one(noisy_run, tmp_path):
 
 
 @pytest.mark.parametrize("decision", [
-    pytest.param([], id="per_class"),
-    # The benchmark recipe's decision: one mixture over class-relative losses of the mirrored
-    # pass, the given label's share kept and the model's prediction blended into the soft label.
-    pytest.param(["robust.split.scope=global", "robust.split.loss=class_relative",
-                  "robust.pass_hflip=true", "robust.relabel.mix_given=true",
-                  "robust.relabel.model_weight=0.5"], id="recipe", marks=pytest.mark.slow),
+    pytest.param(DR_FER_DECISION, id="per_class"),
+    # The method's decision (configs/_method.yaml): one mixture over class-relative losses of the
+    # mirrored pass of a moving average, the given label's share kept and the model's prediction
+    # blended into the soft label; the gate off, as the demo's planted noise is what is tested.
+    pytest.param(["robust.noise_gate.threshold=0"], id="recipe", marks=pytest.mark.slow),
     # The pass reads a moving average of the weights (robust.teacher_ema), kept in the checkpoint.
-    pytest.param(["robust.teacher_ema=0.9"], id="teacher"),
+    pytest.param([*DR_FER_DECISION, "robust.teacher_ema=0.9"], id="teacher"),
     # A noise gate that takes any labels as clean: its reading, made at the first robust pass
     # (epoch 1), is kept in the checkpoint.
     pytest.param(["robust.noise_gate.threshold=0.99"], id="gate"),
