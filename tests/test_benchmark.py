@@ -652,3 +652,11 @@ def test_benchmark_trains_every_seed_and_reuses_the_recorded_ones(tmp_path, caps
     assert header["commit"] and "CPU" in header["machine"]
     assert saved["per_setting"]["sym30"]["models"]["baseline"]["val_accuracy_mean"] == \
         pytest.approx(np.mean([r["val_accuracy"] for r in both["runs"].values()]))
+    # --report-only trains nothing: the finished runs and the recorded ones make the table.
+    capsys.readouterr()
+    report = benchmark_cli.main([*common, "--out", str(tmp_path / "b"), "--seeds", "0", "1", "2",
+                                 "--report-only",
+                                 "--results-from", str(tmp_path / "a" / "results.json")])
+    assert "sym30-baseline-seed2: not finished; left out (--report-only)" in capsys.readouterr().out
+    assert list(report["runs"]) == ["sym30-baseline", "sym30-baseline-seed1"]
+    assert not (runs / "sym30-baseline-seed2").exists()

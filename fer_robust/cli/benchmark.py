@@ -116,6 +116,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "fingerprint equals this command's (default: the committed "
                         "benchmarks/results/benchmark_ferplus_<size>.json, if any): the benchmark "
                         "continues across machines that do not keep the run directories")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rebuild the tables from the finished runs in --out and the "
+                        "recorded results, listing the requested runs that are not finished (e.g. "
+                        "after run directories trained on several machines were gathered)")
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides applied to every training, e.g. optim.lr=0.001")
@@ -377,7 +381,8 @@ def recorded_summary(cfg, run_dir: Path, recorded: dict, name: str) -> dict | No
 
 
 def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dict,
-            cpu: bool, recorded: dict | None = None, trainable: set[str] | None = None) -> dict:
+            cpu: bool, recorded: dict | None = None, trainable: set[str] | None = None,
+            report_only: bool = False) -> dict:
     """Train every unfinished run in order (summarising each and rewriting the results after
     it); a finished run's summary is recomputed from its files, or, without its run directory,
     taken from ``recorded`` (an earlier results file) when its config fingerprint matches.
@@ -385,7 +390,7 @@ def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dic
     for the table alone that is unfinished by the time its turn comes (another process is
     training it) or holds another config by then (it was replaced) is left out of the table,
     never trained or summarised under this config here; a requested one of another config is an
-    error.
+    error. With ``report_only`` nothing trains: unfinished runs are named and left out.
     Returns the summaries (on the main process; empty elsewhere)."""
     is_main = PartialState().is_main_process
     previous = previous_summaries(out / "results.json")
@@ -415,6 +420,10 @@ def run_all(names: list[str], configs: dict[str, Config], out: Path, header: dic
             if is_main:
                 results[name] = summarize_finished(cfg, run_dir, previous.get(name), cpu)
                 print(f"[benchmark] {name}: finished earlier, summary recomputed from its files")
+            continue
+        if report_only:
+            if is_main:
+                print(f"[benchmark] {name}: not finished; left out (--report-only)", flush=True)
             continue
         if table_only:
             if is_main:
@@ -447,7 +456,7 @@ def main(argv=None) -> dict:
         header = results_header(args, argv, configs)
         try:
             results = run_all(names, configs, out, header, args.cpu, recorded,
-                              trainable=requested)
+                              trainable=requested, report_only=args.report_only)
         except KeyboardInterrupt:
             raise KeyboardInterrupt("the same command continues: finished runs are kept and the "
                                     "interrupted one resumes from its last checkpoint in "
