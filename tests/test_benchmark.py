@@ -18,6 +18,7 @@ from fer_robust.validation import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "benchmark_ferplus.yaml"
+FERPLUS_CPU = ROOT / "configs" / "ferplus_cpu.yaml"
 
 
 def run_config(setting, variant, size="full", overrides=()):
@@ -660,3 +661,154 @@ def test_benchmark_trains_every_seed_and_reuses_the_recorded_ones(tmp_path, caps
     assert "sym30-baseline-seed2: not finished; left out (--report-only)" in capsys.readouterr().out
     assert list(report["runs"]) == ["sym30-baseline", "sym30-baseline-seed1"]
     assert not (runs / "sym30-baseline-seed2").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# The data size: the whole training split, one tagger against ten
+# --------------------------------------------------------------------------------------------------
+def test_the_data_size_trains_the_whole_split_recipe_and_its_baseline_is_the_shipped_control():
+    from fer_robust.config import flatten_config
+    from fer_robust.noise_benchmark.recipe import SIZES
+
+    size = SIZES["data"]
+    assert (size.recipe, size.settings, size.overrides, size.epoch_share) == (
+        "ferplus_cpu.yaml", ("clean", "annotator"), (), 1.0)
+    full = build_run_config(FERPLUS_CPU, RunSpec("clean", "full"), "data", "/tmp/unused")
+    assert full.data.train_fraction == 1.0 and full.model.arch == "two_branch"
+    assert sum(st.epochs for st in full.stages) == 36
+    # the method as the noise benchmark measured it: robust settings, stage weights, MIM, geometry
+    bench = run_config("clean", "full")
+    assert full.robust == bench.robust and full.model.mim == bench.model.mim
+    assert full.model.output_stride == bench.model.output_stride == 16
+    assert [(st.kind, st.loss_weights) for st in full.stages] == \
+        [(st.kind, st.loss_weights) for st in bench.stages]
+    # configs/ferplus_cpu_baseline.yaml is the baseline the benchmark derives, key for key
+    base = build_run_config(FERPLUS_CPU, RunSpec("clean", "baseline"), "data",
+                            "runs/ferplus_cpu_baseline")
+    assert flatten_config(base) == flatten_config(load_config(ROOT / "configs" /
+                                                              "ferplus_cpu_baseline.yaml"))
+    # five runs: baselines first, the votes reference once, under one tagger's labels
+    assert [r.name for r in plan_runs(list(size.settings), [], list(size.variants))] == [
+        "clean-baseline", "annotator-baseline", "clean-full", "annotator-full", "annotator-votes"]
+    votes = build_run_config(FERPLUS_CPU, RunSpec("annotator", "votes"), "data", "/tmp/unused")
+    annotator_base = build_run_config(FERPLUS_CPU, RunSpec("annotator", "baseline"), "data",
+                                      "/tmp/unused")
+    assert (votes.method.name, votes.model.arch, votes.model.pooling) == ("votes", "baseline", "avg")
+    assert [(st.kind, st.epochs, st.loss_weights) for st in votes.stages] == [
+        ("warmup", 36, {"votes_ce": 1.0})]
+    assert votes.data == annotator_base.data and votes.optim == annotator_base.optim
+    assert votes.seed == annotator_base.seed and votes.model.backbone == "resnet18"
+    with pytest.raises(ConfigError, match="'votes' trains under the 'annotator' setting only"):
+        plan_runs(["clean"], [], ["baseline", "votes"])
+    # the command's defaults follow the size; the memorisation benchmark's stay as they were
+    data_args = benchmark_cli.parse_args(["--size", "data"])
+    assert data_args.config.resolve() == FERPLUS_CPU
+    assert (data_args.settings, data_args.variants) == (["clean", "annotator"],
+                                                        ["baseline", "full", "votes"])
+    # one setting at a time (two trainings side by side): the votes run goes with annotator
+    assert benchmark_cli.parse_args(["--size", "data", "--settings", "clean"]).variants == [
+        "baseline", "full"]
+    assert benchmark_cli.parse_args(["--size", "data", "--settings", "annotator"]).variants == [
+        "baseline", "full", "votes"]
+    args = benchmark_cli.parse_args([])
+    assert args.config.resolve() == RECIPE == benchmark_cli.DEFAULT_RECIPE.resolve()
+    assert (args.settings, args.variants) == (["clean", "sym30", "annotator"], ["baseline", "full"])
+
+
+def test_the_data_size_reads_one_tagger_against_ten_and_has_its_own_targets():
+    from fer_robust.noise_benchmark.report import DATA_TARGETS, TARGETS, targets_for
+
+    assert targets_for("data") is DATA_TARGETS and targets_for("full") is TARGETS
+    assert targets_for(None) is TARGETS
+    results = {
+        "clean-baseline": {"val_accuracy": 0.845, "best_val_accuracy": 0.85,
+                           "seconds_per_epoch": 100.0},
+        "clean-full": {"val_accuracy": 0.843, "seconds_per_epoch": 140.0},
+        "annotator-baseline": {"val_accuracy": 0.80, "best_val_accuracy": 0.81,
+                               "seconds_per_epoch": 100.0},
+        "annotator-full": {"val_accuracy": 0.82, "seconds_per_epoch": 145.0,
+                           "tv_given_to_votes_all": 0.40, "tv_targets_to_votes_all": 0.30},
+        "annotator-votes": {"val_accuracy": 0.84, "best_val_accuracy": 0.84,
+                            "seconds_per_epoch": 101.0},
+    }
+    c = compare(results, DATA_TARGETS)
+    ann = c["per_setting"]["annotator"]
+    assert ann["votes"] == 0.84 and ann["votes_gap"] == pytest.approx(0.04)
+    assert ann["votes_gap_recovered"] == pytest.approx(0.5)        # 2 of the 4 points
+    assert ann["tv_distance_recovered"] == pytest.approx(0.25)     # (0.40 - 0.30) / 0.40
+    assert ann["full_minus_clean_baseline"] == pytest.approx(-0.025)
+    assert "votes" not in c["per_setting"]["clean"] and "peers" not in ann  # a reference, no peer
+    met = {(t["setting"], t["measure"]): t["met"] for t in c["targets"]}
+    assert met == {("clean", "baseline"): True,                         # 84.5 >= 84.0
+                   ("clean", "margin_over_baseline"): True,             # -0.2 >= -0.3
+                   ("annotator", "margin_over_baseline"): True,         # +2.0 >= +1.5
+                   ("annotator", "full_minus_clean_baseline"): False,   # -2.5 < -1.5
+                   ("annotator", "votes_gap_recovered"): None,          # reported
+                   ("annotator", "tv_distance_recovered"): None,
+                   ("*", "epoch_time_ratio_mean"): True}                # 1.45x <= 1.5x
+    md = render_markdown(results, c, {"title": "t"})
+    assert "## One tagger against ten (validation)" in md
+    assert "| annotator | 80.00 | 82.00 | 84.00 | 4.00 | 50.00% | 0.400 | 0.300 | 25.00% |" in md
+    assert "| clean | cross-entropy val accuracy (last epoch) ≥ 84.0% | 84.50% | yes |" in md
+    assert ("| annotator | full − cross-entropy on the clean labels (last epochs) ≥ -1.5 pts | "
+            "-2.50 pts | **no** |") in md
+    assert "(full − baseline) / (votes − baseline) | 50.00% | reported |" in md
+    assert "split F1" not in md  # the memorisation benchmark's targets are not this size's
+    # ten taggers' votes not ahead of one tagger's labels: no gap to recover, said so
+    results["annotator-votes"]["val_accuracy"] = 0.79
+    c = compare(results, DATA_TARGETS)
+    assert c["per_setting"]["annotator"]["votes_gap_recovered"] is None
+    assert "| n/a (votes not ahead of the baseline) | n/a |" in render_markdown(results, c, {})
+
+
+def test_benchmark_data_size_end_to_end(tmp_path, capsys):
+    """``tools/benchmark.py --size data`` on a tiny FERPlus: the five runs of the size from
+    configs/ferplus_cpu.yaml, the votes reference trained on the votes, test accuracy, the one-
+    tagger-against-ten figures and the size's targets; a second command trains nothing."""
+    from fer_robust.noise_benchmark.report import DATA_TARGETS
+
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 8, "FER2013Valid": 2, "FER2013Test": 2})
+    out = tmp_path / "bench"
+    argv = ["--size", "data", "--out", str(out), "--data-root", str(data), "--cpu",
+            "optim.batch_size=32", "data.num_workers=0", "model.backbone=resnet10t",
+            "stages.0.epochs=1", "stages.2.epochs=1"]
+    result = benchmark_cli.main(argv)
+    names = ["clean-baseline", "annotator-baseline", "clean-full", "annotator-full",
+             "annotator-votes"]
+    assert list(result["runs"]) == names
+    saved = json.loads((out / "results.json").read_text())
+    header = saved["header"]
+    assert (header["recipe"], header["size"]) == ("configs/ferplus_cpu.yaml", "data")
+    assert header["title"] == "FERPlus at field scale: the whole training split"
+    for name, run in saved["runs"].items():
+        assert run["epochs"] == 2 and run["test_accuracy"] is not None
+        assert run["seconds_per_epoch"] > 0 and run["config_fingerprint"]
+    votes_run = out / "runs" / "annotator-votes"
+    assert load_config(votes_run / "config.yaml").method.name == "votes"
+    records = [json.loads(x) for x in (votes_run / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_votes_ce" in r and "loss_ce" not in r for r in records)
+    votes = saved["runs"]["annotator-votes"]
+    assert votes["tv_targets_to_votes_all"] == pytest.approx(0.0, abs=1e-6)
+    # one tagger's label against the fixture's (0.7, 0.3) votes: TV 0.3 on the majority, else 0.7
+    changed = np.load(votes_run / "noisy_labels.npz")["changed_mask"]
+    assert votes["tv_given_to_votes_all"] == pytest.approx(0.3 + 0.4 * changed.mean(), abs=1e-5)
+    assert votes["noise_rate"] == pytest.approx(changed.mean())
+    ann = saved["per_setting"]["annotator"]
+    assert ann["votes"] == votes["val_accuracy"]
+    assert ann["votes_gap"] == pytest.approx(votes["val_accuracy"]
+                                             - saved["runs"]["annotator-baseline"]["val_accuracy"])
+    full = saved["runs"]["annotator-full"]
+    assert ann["tv_distance_recovered"] == pytest.approx(
+        1 - full["tv_targets_to_votes_all"] / full["tv_given_to_votes_all"])
+    assert [(t["setting"], t["measure"]) for t in saved["targets"]] == [
+        (setting, measure) for setting, measure, _ in DATA_TARGETS]
+    md = (out / "results.md").read_text()
+    assert md.startswith("# FERPlus at field scale") and "| annotator | votes |" in md
+    assert "## One tagger against ten" in md
+    assert (out / "curves_annotator.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    again = benchmark_cli.main(argv)
+    printed = capsys.readouterr().out
+    assert all(f"{name}: finished earlier" in printed for name in names)
+    assert again["runs"]["annotator-votes"]["val_accuracy"] == votes["val_accuracy"]

@@ -193,7 +193,7 @@ def test_scn_network_weights_its_logits_by_the_importance():
 # Config switches
 # --------------------------------------------------------------------------------------------------
 def test_each_peer_is_one_config_switch_and_wrong_combinations_are_named_errors():
-    assert list_methods() == ["staged", "scn", "eac", "gce"]
+    assert list_methods() == ["staged", "scn", "eac", "gce", "votes"]
     for peer, switch in PEER_SWITCH.items():
         assert load_config(DEMO_BASELINE, switch).method.name == peer
     with pytest.raises(ConfigError, match=r"'method.name': 'dividemix' is not one of \['staged'"):

@@ -2,6 +2,7 @@
 
     python tools/benchmark.py                          # full size: 6 trainings, ~1.5 h on 2 cores
     python tools/benchmark.py --quick                  # 3% of the training split, 20 epochs, batch 32
+    python tools/benchmark.py --size data              # the whole training split: 5 trainings
     python tools/benchmark.py --settings sym30 --ablation all      # what each part contributes
     python tools/benchmark.py --variants scn eac gce   # the peers, beside the runs already in --out
     python tools/benchmark.py --seeds 0 1 2 --settings sym30 --variants baseline full eac
@@ -41,6 +42,13 @@ in the same ``--out`` join the table. Every run directory is checked against the
 command would give it before anything trains: another recipe, size or overrides for the same
 ``--out`` is an error rather than a silent mix of results.
 
+``--size data`` trains the project's whole-training-split recipe (``configs/ferplus_cpu.yaml``,
+25,045 images) under ``clean`` and ``annotator`` labels: the baseline and the full system in both,
+and the baseline trained on the 10 taggers' vote distributions (``annotator-votes``), the mark the
+relabelling of one tagger's labels is read against. Its targets are the data size's
+(:data:`~fer_robust.noise_benchmark.report.DATA_TARGETS`); its results go to
+``runs/benchmark_ferplus_data`` and are recorded as ``benchmarks/results/benchmark_ferplus_data``.
+
 Under ``accelerate launch`` every process trains; the main process alone writes the results.
 """
 from __future__ import annotations
@@ -77,33 +85,47 @@ from fer_robust.engine.evaluation import classification_metrics, predict_logits
 from fer_robust.engine.inference import load_trained_model
 from fer_robust.engine.run_dir import hold_run_dir
 from fer_robust.engine.trainer import Trainer
-from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, SETTINGS, SIZES,
-                                               VARIANTS, RunSpec, build_run_config, ignored_by,
-                                               parse_run_name, plan_runs)
+from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, ONE_SETTING_VARIANTS,
+                                               SETTINGS, SIZES, VARIANTS, RunSpec, build_run_config,
+                                               ignored_by, parse_run_name, plan_runs)
 from fer_robust.noise_benchmark.report import (compare, plot_setting_curves, render_markdown,
-                                               summarize_run)
+                                               summarize_run, targets_for)
 from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
 from fer_robust.validation import load_config
 
 DEFAULT_RECIPE = repo_root() / "configs" / "benchmark_ferplus.yaml"
 
 
+def size_recipe(size: str) -> Path:
+    """The recipe a size trains unless ``--config`` names another (``configs/<file>``)."""
+    return repo_root() / "configs" / SIZES[size].recipe
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=DEFAULT_RECIPE,
-                   help="the full system's recipe (default: configs/benchmark_ferplus.yaml)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="the full system's recipe (default: the size's, configs/"
+                        "benchmark_ferplus.yaml for full and quick, configs/ferplus_cpu.yaml for "
+                        "data)")
     p.add_argument("--data-root", default=None, help="FERPlus root (default: the recipe's data.root)")
-    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
-                   help="label settings to train under (default: all)")
-    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS),
-                   help="models to train per setting (default: baseline full; the peers scn, eac "
-                        "and gce on request); trained variant by variant, so --variants baseline "
-                        "full trains every baseline first")
+    p.add_argument("--settings", nargs="+", default=None, choices=list(SETTINGS),
+                   help="label settings to train under (default: the size's: all for full and "
+                        "quick, clean and annotator for data)")
+    p.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                   help=f"models to train per setting (default: the size's: "
+                        f"{' '.join(DEFAULT_VARIANTS)} for full and quick, "
+                        f"{' '.join(SIZES['data'].variants)} for data; the peers scn, eac and gce "
+                        "on request; votes trains under annotator only); trained variant by "
+                        "variant, so --variants baseline full trains every baseline first")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="K",
                    help="train every requested run once per seed K (default: 0, the recipe as "
                         "written); seed K moves the subset, the noise, the initial weights and the "
                         "batch order, and runs already recorded for a seed are reused")
-    p.add_argument("--size", choices=list(SIZES), default="full")
+    p.add_argument("--size", choices=list(SIZES), default="full",
+                   help="full: the memorisation benchmark (15%% of the training split, 40 epochs); "
+                        "quick: 3%% of it, 20 epochs; data: the whole training split "
+                        "(configs/ferplus_cpu.yaml) under clean and annotator labels, with the "
+                        "vote-distribution reference")
     p.add_argument("--quick", action="store_const", const="quick", dest="size",
                    help="same as --size quick: 3%% of the training split, half the epochs, batch 32")
     p.add_argument("--ablation", nargs="*", default=[], metavar="PART",
@@ -123,7 +145,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
                    help="config overrides applied to every training, e.g. optim.lr=0.001")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    size = SIZES[args.size]
+    args.config = args.config or size_recipe(args.size)
+    args.settings = args.settings or list(size.settings)
+    # The size's own variants, less one that trains under a setting not requested (--size data
+    # --settings clean trains no votes run); asked for by name, such a variant is an error.
+    args.variants = args.variants or [v for v in size.variants
+                                      if ONE_SETTING_VARIANTS.get(v, args.settings[0])
+                                      in args.settings]
+    return args
 
 
 def machine_description(cpu: bool) -> str:
@@ -344,7 +375,7 @@ def results_header(args: argparse.Namespace, argv, configs: dict[str, Config]) -
     """The report's header: where the figures came from (title, command, recipe and data root
     relative to the repository, size, seeds, git commit, machine; the date is added when the
     results are written)."""
-    return {"title": "FERPlus label-noise benchmark",
+    return {"title": SIZES[args.size].title,
             "command": shlex.join(["python", "tools/benchmark.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
             "recipe": repo_relative(args.config), "size": args.size,
@@ -355,9 +386,9 @@ def results_header(args: argparse.Namespace, argv, configs: dict[str, Config]) -
 
 
 def write_results(out: Path, header: dict, results: dict) -> dict:
-    """Compare the runs and (atomically) rewrite ``results.json``, ``results.md`` and the curves
-    of every setting; returns the comparison."""
-    comparison = compare(results)
+    """Compare the runs against the targets of the header's size and (atomically) rewrite
+    ``results.json``, ``results.md`` and the curves of every setting; returns the comparison."""
+    comparison = compare(results, targets_for(header.get("size")))
     header["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     atomic_write_json(out / "results.json", json_safe({"header": header, "runs": results,
                                                        **comparison}))

@@ -100,6 +100,9 @@ class DatasetSpec:
         expected_counts: split -> the image count of the standard protocol (documentation and
             summary checks; carved splits depend on ``val_fraction`` and are left out).
         face_framing: how its images frame a face (:class:`FaceFraming`).
+        has_votes: each training image comes with its annotators' vote counts (``dataset.votes``:
+            FERPlus's 10 taggers), which annotator noise and the vote-distribution training
+            (``method.name=votes``) read.
     """
     name: str
     classes: tuple[str, ...]
@@ -107,6 +110,7 @@ class DatasetSpec:
     carved_splits: tuple[str, ...] = ()
     expected_counts: dict[str, int] = field(default_factory=dict)
     face_framing: FaceFraming = FaceFraming()
+    has_votes: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -126,7 +130,7 @@ DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         {"train": "FER2013Train/", "val": "FER2013Valid/", "test": "FER2013Test/"},
         expected_counts={"train": 25045, "val": 3191, "test": 3137},
         # FER2013's own images: the reference framing (data/README.md, "Faces in photos").
-        face_framing=FaceFraming(grayscale=True, measured=True)),
+        face_framing=FaceFraming(grayscale=True, measured=True), has_votes=True),
     DatasetSpec(
         # EAC's and RUL's 7 classes: the FER+ majority vote, then contempt images dropped
         # (fer_robust/data/ferplus.py): 120 contempt images fewer in train, 16 in val.
@@ -135,7 +139,7 @@ DATASET_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in [
         {"train": "FER2013Train/ minus contempt", "val": "FER2013Valid/ minus contempt",
          "test": "FER2013Test/ minus contempt"},
         expected_counts={"train": 24925, "val": 3175},
-        face_framing=FaceFraming(grayscale=True, measured=True)),
+        face_framing=FaceFraming(grayscale=True, measured=True), has_votes=True),
     DatasetSpec(
         # list_patition_label.txt ids 1..7 in this order; id k is stored as k - 1.
         "rafdb",

@@ -170,6 +170,7 @@ class Trainer:
         self.stages = self._build_stages()
         self.total_epochs = sum(st.cfg.epochs for st in self.stages)
         self.method = build_method(cfg, len(self.train_set), self.num_classes)
+        self.method.bind_training_set(self.train_set)
 
         self.dcl = None
         if any(st.weight("dcl") > 0 for st in self.stages):
@@ -520,7 +521,7 @@ class Trainer:
             terms["mim"] = out["mim_loss"]
         if stage.weight("dcl") and self.dcl is not None:
             terms["dcl"] = self.dcl(out["embedding"].float(), labels, ce_w > 0)
-        terms.update(self.method.own_loss_terms(out, train_labels, stage))
+        terms.update(self.method.own_loss_terms(out, train_labels, stage, index))
         return terms
 
     def train_one_epoch(self, epoch: int, stage: Stage) -> dict:

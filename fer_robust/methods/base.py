@@ -2,9 +2,10 @@
 
 Every method trains through the same step of :class:`~fer_robust.engine.trainer.Trainer`::
 
+    method.bind_training_set(train_set)               # once, before training (votes: the votes)
     out = method.forward(model, images, mim)          # the network's outputs (EAC: and its flip's)
     terms = the trainer's terms the stage weights     # ce, local_ce, soft_ce, mim, dcl
-          + method.loss_terms(out, labels, stage)     # the method's own (SCN's rank_reg, ...)
+          + method.own_loss_terms(out, labels, stage, index)  # the method's own (SCN's rank_reg)
     loss = sum(stage.weight(t) * terms[t]); backward; optimiser step
     method.after_step(out, labels, index, epoch, sample_state, gather)   # SCN: relabel
     ... after the epoch: method.end_epoch(epoch, sample_state)          # figures, per-sample arrays
@@ -19,7 +20,9 @@ network or stage a method cannot use is a config error naming it.
 system, with nothing added to the step: the two-branch network and its stages, or the plain
 baseline (``model.arch=baseline``, cross-entropy in one warm-up stage). The peers register beside
 it: ``scn`` (:mod:`fer_robust.methods.scn`), ``eac`` (:mod:`~fer_robust.methods.eac`) and ``gce``
-(:mod:`~fer_robust.methods.gce`).
+(:mod:`~fer_robust.methods.gce`); so does ``votes`` (:mod:`~fer_robust.methods.votes`), the
+baseline trained on FERPlus's vote distributions, the reference the noise benchmark's data size
+measures the relabelling against.
 """
 from __future__ import annotations
 
@@ -109,9 +112,16 @@ class Method:
         """The outputs the step's loss terms read (see ``fer_robust.models.network``)."""
         return model(images, mim=mim)
 
-    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage) -> dict[str, torch.Tensor]:
+    def bind_training_set(self, dataset) -> None:
+        """Called once by the trainer with the training split (after label noise), before the
+        first step: a method that trains on more of each image than its label takes it here
+        (``votes``: the annotators' vote counts, ``dataset.votes``)."""
+
+    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage,
+                       index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The method's own terms that ``stage`` weights, each a scalar tensor (``labels``: the
-        ``(B,)`` labels the batch trains on)."""
+        ``(B,)`` labels the batch trains on; ``index``: the ``(B,)`` dataset indices of its
+        images)."""
         return {}
 
     def after_step(self, out: dict, labels: torch.Tensor, index: torch.Tensor, epoch: int,

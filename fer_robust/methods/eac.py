@@ -134,7 +134,8 @@ class EACMethod(Method):
             out["cam_flipped"] = model(flipped, **kwargs)["cam"]
         return out
 
-    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage) -> dict[str, torch.Tensor]:
+    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage,
+                       index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if not stage.weight("cam_consistency"):
             return {}
         return {"cam_consistency": flip_consistency_loss(out["cam"], out["cam_flipped"])}

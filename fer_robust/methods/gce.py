@@ -52,7 +52,8 @@ class GCEMethod(Method):
         if not 0.0 <= cfg.method.gce.q <= 1.0:
             raise ConfigError(f"'method.gce.q' must be in [0, 1], got {cfg.method.gce.q}")
 
-    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage) -> dict[str, torch.Tensor]:
+    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage,
+                       index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if not stage.weight("gce"):
             return {}
         return {"gce": generalized_cross_entropy(out["logits"], labels, self.q, reduction="mean")}

@@ -127,7 +127,8 @@ class SCNMethod(Method):
             raise ConfigError("'method.scn.relabel_from_epoch' must be >= 0, got "
                               f"{scn.relabel_from_epoch}")
 
-    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage) -> dict[str, torch.Tensor]:
+    def own_loss_terms(self, out: dict, labels: torch.Tensor, stage,
+                       index: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if not stage.weight("rank_reg"):
             return {}
         return {"rank_reg": rank_regularization(out["importance"].float(), self.scn.high_ratio,

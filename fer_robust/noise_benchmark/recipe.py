@@ -14,9 +14,14 @@ they must:
   baseline's training (same backbone and geometry, input, epochs, optimiser, schedule,
   augmentation, sampler and seed) with the peer's method in place of plain cross-entropy, and
   nothing else changed.
+- ``votes`` (see :data:`REFERENCES`): the baseline's training on each image's 10-tagger vote
+  distribution instead of its label (FERPlus only, :mod:`fer_robust.methods.votes`): how well the
+  network learns from what ten taggers say, the mark against which the relabelling of one tagger's
+  labels is read. It trains once, under the ``annotator`` setting.
 
-Label settings (:data:`SETTINGS`) set ``data.noise``; sizes (:data:`SIZES`) shrink the recipe for
-quick iterations. Where a choice had to be made it is written next to its table entry.
+Label settings (:data:`SETTINGS`) set ``data.noise``; sizes (:data:`SIZES`) name the recipe a
+benchmark trains and shrink it for quick iterations, or take the whole training split (``data``).
+Where a choice had to be made it is written next to its table entry.
 """
 from __future__ import annotations
 
@@ -28,8 +33,9 @@ from typing import Callable
 from fer_robust.config import Config, ConfigError, StageConfig, config_to_dict
 from fer_robust.validation import load_config, validate
 
-__all__ = ["SETTINGS", "SIZES", "ABLATIONS", "PEERS", "VARIANTS", "DEFAULT_VARIANTS", "RunSpec",
-           "SEEDED_KEYS", "build_run_config", "plan_runs", "ignored_by", "parse_run_name"]
+__all__ = ["SETTINGS", "Size", "SIZES", "ABLATIONS", "PEERS", "REFERENCES", "VARIANTS",
+           "DEFAULT_VARIANTS", "ONE_SETTING_VARIANTS", "RunSpec", "SEEDED_KEYS", "build_run_config",
+           "plan_runs", "ignored_by", "parse_run_name"]
 
 # Label settings: overrides of ``data.noise``.
 SETTINGS: dict[str, list[str]] = {
@@ -40,14 +46,45 @@ SETTINGS: dict[str, list[str]] = {
     "annotator": ["data.noise.type=annotator"],
 }
 
-# Sizes: overrides applied to the recipe, and the share of every stage's epochs kept (rounded, at
-# least one for a stage that has any). ``quick`` trains on a stratified 3% of the training split
-# (750 images) in batches of 32 for half the epochs (20 of 40): about 20 minutes for all six
-# trainings, with enough updates on so few images for cross-entropy to memorise. Validation stays
-# whole, so its figures are comparable with the full size's.
-SIZES: dict[str, tuple[list[str], float]] = {
-    "full": ([], 1.0),
-    "quick": (["data.train_fraction=0.03", "optim.batch_size=32"], 0.5),
+#: The variants a benchmark trains unless told otherwise.
+DEFAULT_VARIANTS: tuple[str, ...] = ("baseline", "full")
+
+
+@dataclass(frozen=True)
+class Size:
+    """One size of the benchmark.
+
+    Attributes:
+        recipe: the full system's recipe, a file in ``configs/`` (``tools/benchmark.py --config``
+            replaces it).
+        overrides: applied to the recipe before the label setting.
+        epoch_share: the share of every stage's epochs kept (rounded, at least one for a stage
+            that has any).
+        settings, variants: what the size trains unless ``--settings``/``--variants`` say
+            otherwise.
+        title: the report's title.
+    """
+    recipe: str = "benchmark_ferplus.yaml"
+    overrides: tuple[str, ...] = ()
+    epoch_share: float = 1.0
+    settings: tuple[str, ...] = tuple(SETTINGS)
+    variants: tuple[str, ...] = DEFAULT_VARIANTS
+    title: str = "FERPlus label-noise benchmark"
+
+
+# ``full`` and ``quick`` are the memorisation benchmark (configs/benchmark_ferplus.yaml: 15% of the
+# training split, 40 epochs). ``quick`` trains on a stratified 3% of the training split (750
+# images) in batches of 32 for half the epochs (20 of 40): about 20 minutes for all six trainings,
+# with enough updates on so few images for cross-entropy to memorise. Validation stays whole, so
+# its figures are comparable with the full size's. ``data`` is the whole training split at field
+# scale (configs/ferplus_cpu.yaml, 25,045 images), under clean labels and one tagger's vote, with
+# the vote-distribution reference beside the one-tagger runs.
+SIZES: dict[str, Size] = {
+    "full": Size(),
+    "quick": Size(overrides=("data.train_fraction=0.03", "optim.batch_size=32"), epoch_share=0.5),
+    "data": Size(recipe="ferplus_cpu.yaml", settings=("clean", "annotator"),
+                 variants=("baseline", "full", "votes"),
+                 title="FERPlus at field scale: the whole training split"),
 }
 
 
@@ -171,6 +208,21 @@ def _to_gce(cfg: Config) -> None:
 PEERS: dict[str, Callable[[Config], None]] = {"scn": _to_scn, "eac": _to_eac, "gce": _to_gce}
 
 
+def _to_votes(cfg: Config) -> None:
+    # The baseline's training with the vote distribution as every image's target (votes_ce in
+    # place of ce); its given labels serve the reports only.
+    _to_peer(cfg, "votes", "baseline", {"votes_ce": 1.0})
+
+
+# Reference variant -> edit of the recipe: not a method under test but a mark the full system is
+# read against.
+REFERENCES: dict[str, Callable[[Config], None]] = {"votes": _to_votes}
+
+#: Variants trained under one label setting only, and which: the vote-distribution reference reads
+#: no label, so it trains once, beside the one-tagger runs (``annotator``) it is the mark of.
+ONE_SETTING_VARIANTS: dict[str, str] = {"votes": "annotator"}
+
+
 #: The config keys a benchmark seed moves (``--seeds``): seed ``k`` adds ``k`` to each, so it draws
 #: another training subset (``data.split_seed``), another noise draw (``data.noise.seed``) and
 #: other initial weights, augmentations and batch order (``seed``). Seed 0 is the recipe as
@@ -185,7 +237,7 @@ _SEED_SUFFIX = "-seed"
 class RunSpec:
     """One training of the benchmark: a label setting, a model variant and a seed."""
     setting: str
-    variant: str  # "baseline", "full", a peer ("scn", "eac", "gce") or "no_<ablation>"
+    variant: str  # "baseline", "full", a peer ("scn", "eac", "gce"), "votes" or "no_<ablation>"
     seed: int = 0
 
     @property
@@ -208,10 +260,8 @@ def parse_run_name(name: str) -> RunSpec:
     return RunSpec(setting, variant, int(seed) if sep else 0)
 
 
-#: Model variants every setting can train (``--variants``), besides the ablations.
-VARIANTS: tuple[str, ...] = ("baseline", "full", *PEERS)
-#: The variants a benchmark trains unless told otherwise.
-DEFAULT_VARIANTS: tuple[str, ...] = ("baseline", "full")
+#: Model variants a benchmark can train (``--variants``), besides the ablations.
+VARIANTS: tuple[str, ...] = ("baseline", "full", *PEERS, *REFERENCES)
 
 
 def plan_runs(settings: list[str], ablations: list[str],
@@ -219,7 +269,8 @@ def plan_runs(settings: list[str], ablations: list[str],
               seeds: list[int] | tuple[int, ...] = (0,)) -> list[RunSpec]:
     """The chosen variants (default: baseline and full system; the peers on request) of every
     setting, then the ablations, once per seed; seed by seed, and within a seed variant by
-    variant across the settings, so that e.g. every baseline of seed 0 trains first."""
+    variant across the settings, so that e.g. every baseline of seed 0 trains first. A variant of
+    :data:`ONE_SETTING_VARIANTS` trains in its own setting only, which must then be requested."""
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown}; known: {list(SETTINGS)}")
@@ -232,9 +283,14 @@ def plan_runs(settings: list[str], ablations: list[str],
     bad = [k for k in seeds if not isinstance(k, int) or k < 0]
     if bad:
         raise ConfigError(f"seeds must be integers >= 0, got {bad}")
+    for v in variants:
+        if v in ONE_SETTING_VARIANTS and ONE_SETTING_VARIANTS[v] not in settings:
+            raise ConfigError(f"variant {v!r} trains under the {ONE_SETTING_VARIANTS[v]!r} setting "
+                              f"only; add it to the settings (got {list(settings)})")
     runs = []
     for seed in dict.fromkeys(seeds):
-        runs += [RunSpec(setting, v, seed) for v in variants for setting in settings]
+        runs += [RunSpec(setting, v, seed) for v in variants for setting in settings
+                 if ONE_SETTING_VARIANTS.get(v, setting) == setting]
         for setting in settings:
             runs += [RunSpec(setting, f"no_{a}", seed) for a in ablations]
     return runs
@@ -250,9 +306,9 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
     """
     if size not in SIZES:
         raise ConfigError(f"unknown size {size!r}; known: {list(SIZES)}")
-    size_overrides, epoch_share = SIZES[size]
-    cfg = load_config(recipe, [*size_overrides, *SETTINGS[spec.setting], *(overrides or []),
-                               f"output_dir={output_dir}"])
+    epoch_share = SIZES[size].epoch_share
+    cfg = load_config(recipe, [*SIZES[size].overrides, *SETTINGS[spec.setting],
+                               *(overrides or []), f"output_dir={output_dir}"])
     cfg = copy.deepcopy(cfg)
     if spec.seed:
         cfg.seed += spec.seed
@@ -265,6 +321,8 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
         _to_baseline(cfg)
     elif spec.variant in PEERS:
         PEERS[spec.variant](cfg)
+    elif spec.variant in REFERENCES:
+        REFERENCES[spec.variant](cfg)
     elif spec.variant.startswith("no_") and spec.variant[3:] in ABLATIONS:
         before = config_to_dict(cfg)
         ABLATIONS[spec.variant[3:]](cfg)

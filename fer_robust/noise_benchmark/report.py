@@ -37,7 +37,21 @@ Definitions (the positive class is "noisy" = the given label differs from the ma
 
 With ``robust.relabel.mix_given`` the reported soft label is the training target (retrieval soft
 label mixed with the given label by the clean probability), so ``relabel_top1`` and the vote
-distances describe what training actually used.
+distances describe what training actually used. The vote-distribution reference (``votes``, which
+trains on the normalised votes themselves) reports ``tv_targets_to_votes_all`` of those targets:
+0 by construction.
+
+One tagger against ten (a setting with a ``votes`` run, :func:`compare`): ``votes`` is that run's
+last-epoch validation accuracy and ``votes_gap`` = votes − baseline, the accuracy that training on
+the ten taggers' vote distribution gains over training on one tagger's label per image.
+``votes_gap_recovered`` = (full − baseline) / (votes − baseline) is the share of that gap the full
+system recovers from the one tagger's labels (``None`` when the gap is not positive: nothing to
+recover); 1 means relabelling one tagger's labels trains as well as ten taggers' votes.
+``tv_distance_recovered`` = (TV(given, votes) − TV(targets, votes)) / TV(given, votes), over the
+whole training split with the full system's last training targets, is the same share measured on
+the labels rather than on accuracy: the distance from one tagger's label to the votes that the
+relabelled targets close (the votes row's targets are at distance 0). ``full_minus_clean_baseline``
+is the full system under a noisy setting against cross-entropy on the clean (majority) labels.
 
 Seeds (``tools/benchmark.py --seeds``): a run of seed ``k > 0`` is named
 ``<setting>-<variant>-seed<k>``. The per-run figures, the comparison with the baseline and the
@@ -56,11 +70,13 @@ from pathlib import Path
 import numpy as np
 
 from fer_robust.config import ConfigError
+from fer_robust.methods.votes import vote_distributions
 from fer_robust.noise_benchmark.recipe import PEERS, parse_run_name
-from fer_robust.robust.metrics import decision_figures, hard_relabel_figures
+from fer_robust.robust.metrics import decision_figures, hard_relabel_figures, vote_figures
 from fer_robust.robust.selection import RobustDecision
 
-__all__ = ["summarize_run", "compare", "render_markdown", "plot_setting_curves", "TARGETS"]
+__all__ = ["summarize_run", "compare", "render_markdown", "plot_setting_curves", "TARGETS",
+           "DATA_TARGETS", "targets_for"]
 
 
 
@@ -144,6 +160,14 @@ def summarize_run(run_dir: str | Path, given_labels: np.ndarray, true_labels: np
             out.update({k: v for k, v in figures.items() if k in _HARD_RELABEL_FIGURES})
             return out
         decision = RobustDecision.from_sample_arrays(state)
+    if method == "votes" and votes is not None:
+        # Every image trained on its vote distribution: the targets' distance to the votes.
+        targets = vote_figures(vote_distributions(votes), given_labels, votes, true_labels)
+        out["tv_targets_to_votes_all"] = targets["tv_soft_to_votes"]
+        out["tv_given_to_votes_all"] = targets["tv_given_to_votes"]
+        if true_labels is not None:
+            out["noise_rate"] = float(np.mean(np.asarray(given_labels) != np.asarray(true_labels)))
+        return out
     figures = decision_figures(decision, given_labels, num_classes, true_labels, votes)
     out.update({k: v for k, v in figures.items() if k in _RUN_FIGURES or k.startswith("split_")})
     if votes is not None:
@@ -186,6 +210,31 @@ TARGETS = [
     ("sym30", "paired_min:eac", 0.0),
     ("annotator", "paired_min:eac", 0.0),
 ]
+# The data size's targets (the whole training split, ``tools/benchmark.py --size data``): cross-
+# entropy on the majority labels at least 84.0% (the published from-scratch anchors are 83-85%), the
+# full system no more than 0.3 behind it; under one tagger's labels the full system 1.5 points
+# ahead of cross-entropy on those labels and within 1.5 of cross-entropy on the majority labels;
+# the shares of the one-tagger-to-ten distance recovered are reported (bound ``None``); the mean
+# epoch at most 1.5x the baseline's.
+DATA_TARGETS = [
+    ("clean", "baseline", 0.84),
+    ("clean", "margin_over_baseline", -0.003),
+    ("annotator", "margin_over_baseline", 0.015),
+    ("annotator", "full_minus_clean_baseline", -0.015),
+    ("annotator", "votes_gap_recovered", None),
+    ("annotator", "tv_distance_recovered", None),
+    ("*", "epoch_time_ratio_mean", 1.5),
+]
+
+#: Size -> its targets (the others: :data:`TARGETS`).
+_SIZE_TARGETS = {"data": DATA_TARGETS}
+
+
+def targets_for(size: str | None) -> list:
+    """The ``(setting, measure, bound)`` targets of a benchmark size (``None``: the default)."""
+    return _SIZE_TARGETS.get(size or "", TARGETS)
+
+
 # Targets met only strictly above their bound ("ahead of").
 _STRICT = {("sym30", "margin_over_best_peer"), ("annotator", "margin_over_best_peer"),
            ("*", "tv_soft_below_given"), ("sym30", "paired_min:eac"),
@@ -233,8 +282,10 @@ def _get(results: dict, setting: str, variant: str, key: str) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def compare(results: dict) -> dict:
-    """Per setting: damage, recovered share, margin, time ratios, ablation deltas; then each target.
+def compare(results: dict, targets: list | None = None) -> dict:
+    """Per setting: damage, recovered share, margin, time ratios, ablation deltas; then each target
+    of ``targets`` (default :data:`TARGETS`; a bound of ``None`` is a figure reported, never met or
+    missed).
 
     ``results`` maps run names (``"<setting>-<variant>"``) to :func:`summarize_run` dicts.
     ``damage_recovered`` is ``None`` when the noise did not hurt the baseline (damage <= 0); a
@@ -265,6 +316,20 @@ def compare(results: dict) -> dict:
             row["damage"] = base_clean - base
             row["damage_recovered"] = ((full - base) / row["damage"]
                                        if full is not None and row["damage"] > 0 else None)
+        if s != "clean" and base_clean is not None and full is not None:
+            row["full_minus_clean_baseline"] = full - base_clean
+        votes = _get(results, s, "votes", "val_accuracy")
+        if votes is not None:  # one tagger against ten (see the module docstring)
+            row["votes"] = votes
+            row["votes_gap"] = None if base is None else votes - base
+            row["votes_gap_recovered"] = (
+                (full - base) / row["votes_gap"]
+                if full is not None and row["votes_gap"] is not None and row["votes_gap"] > 0
+                else None)
+        tv_all = [_get(results, s, "full", k) for k in ("tv_given_to_votes_all",
+                                                         "tv_targets_to_votes_all")]
+        if None not in tv_all and tv_all[0] > 0:
+            row["tv_distance_recovered"] = (tv_all[0] - tv_all[1]) / tv_all[0]
         t_base = _get(results, s, "baseline", "seconds_per_epoch")
         t_full = _get(results, s, "full", "seconds_per_epoch")
         t_robust = _get(results, s, "full", "seconds_per_robust_epoch")
@@ -303,8 +368,8 @@ def compare(results: dict) -> dict:
         row["models"], row["paired"] = seed_statistics(results, s)
         per_setting[s] = row
 
-    targets = []
-    for setting, what, bound in TARGETS:
+    checked = []
+    for setting, what, bound in (TARGETS if targets is None else targets):
         if what in ("epoch_time_ratio", "epoch_time_ratio_mean"):
             ratios = [r[what] for r in per_setting.values() if what in r]
             value = max(ratios) if ratios else None
@@ -316,15 +381,15 @@ def compare(results: dict) -> dict:
                 value = _seed_measure(per_setting.get(setting, {}), what)
             else:
                 value = per_setting.get(setting, {}).get(what)
-            if value is None:
+            if value is None or bound is None:
                 met = None
             elif (setting, what) in _STRICT or ("*", what) in _STRICT:
                 met = value > bound
             else:
                 met = value >= bound
-        targets.append({"setting": setting, "measure": what, "target": bound, "value": value,
+        checked.append({"setting": setting, "measure": what, "target": bound, "value": value,
                         "met": met})
-    return {"per_setting": per_setting, "targets": targets}
+    return {"per_setting": per_setting, "targets": checked}
 
 
 def _seed_measure(row: dict, what: str) -> float | None:
@@ -357,6 +422,13 @@ _TARGET_TEXT = {
     "epoch_time_ratio": "full robust epoch / baseline epoch ≤ {:.1f}x (worst setting)",
     "epoch_time_ratio_mean": "full mean epoch / baseline mean epoch ≤ {:.1f}x (worst setting)",
     "margin_over_best_peer": "full − best peer val accuracy (last epochs) {} {:+.1f} pts",
+    "baseline": "cross-entropy val accuracy (last epoch) ≥ {:.1f}%",
+    "full_minus_clean_baseline": "full − cross-entropy on the clean labels (last epochs) ≥ "
+                                 "{:+.1f} pts",
+    "votes_gap_recovered": "share of the one-tagger → vote-distribution accuracy gap recovered: "
+                           "(full − baseline) / (votes − baseline)",
+    "tv_distance_recovered": "share of the one-tagger → votes label distance the targets close: "
+                             "1 − TV(targets, votes) / TV(given, votes)",
 }
 
 
@@ -368,7 +440,10 @@ def _target_text(t: dict) -> str:
             return (f"full − {model}, mean val accuracy over seeds (last epochs) ≥ "
                     f"{100 * t['target']:+.1f} pts")
         return f"full − {model} (last epochs) > {100 * t['target']:+.1f} pts in every seed"
-    bound = 100 * t["target"] if what.startswith("margin_over") else t["target"]
+    if t["target"] is None:
+        return _TARGET_TEXT[what]
+    bound = (100 * t["target"] if what.startswith("margin_over")
+             or what in ("baseline", "full_minus_clean_baseline") else t["target"])
     if what == "margin_over_best_peer":
         strict = (t["setting"], what) in _STRICT
         return _TARGET_TEXT[what].format(">" if strict else "≥", bound)
@@ -383,12 +458,16 @@ def _target_value(t: dict, per_setting: dict) -> str:
         if what == "tv_soft_below_given" and \
                 per_setting.get(t["setting"], {}).get("full_num_relabeled") == 0:
             return "n/a (nothing relabelled: the targets are the given labels)"
+        if what == "votes_gap_recovered" and \
+                per_setting.get(t["setting"], {}).get("votes_gap") is not None:
+            return "n/a (votes not ahead of the baseline)"
         return "–"
     if what in ("epoch_time_ratio", "epoch_time_ratio_mean"):
         return _num(value, "{:.2f}x")
     if what in ("split_f1", "tv_soft_below_given"):
         return _num(value)
-    if what in ("margin_over_baseline", "margin_over_baseline_best", "margin_over_best_peer"):
+    if what in ("margin_over_baseline", "margin_over_baseline_best", "margin_over_best_peer",
+                "full_minus_clean_baseline"):
         return _num(100 * value, "{:+.2f} pts")
     if what.startswith(("mean_minus:", "paired_min:")):
         kind, model = what.split(":", 1)
@@ -471,11 +550,38 @@ def render_markdown(results: dict, comparison: dict, header: dict) -> str:
         for s, row in per_setting.items():
             for part, delta in row.get("ablation_contribution", {}).items():
                 lines.append(f"| {s} | {part} | {_pct(delta)} |")
+    if any("votes" in row for row in per_setting.values()):
+        lines += ["", "## One tagger against ten (validation)", "",
+                  "The baseline trained on each image's 10-tagger vote distribution (`votes`) "
+                  "against the baseline and the full system trained on one tagger's label per "
+                  "image; recovered: (full − baseline) / (votes − baseline). TV: mean total-"
+                  "variation distance to the votes over the training split, of the given labels "
+                  "and of the full system's last training targets.", "",
+                  "| setting | baseline (one tagger) | full | votes (ten) | "
+                  "votes − baseline (pts) | recovered | TV given→votes | TV targets→votes | "
+                  "label distance closed |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s, row in per_setting.items():
+            if "votes" not in row:
+                continue
+            tv_given, tv_targets = (_get(results, s, "full", k) for k in (
+                "tv_given_to_votes_all", "tv_targets_to_votes_all"))
+            recovered = row.get("votes_gap_recovered")
+            lines.append(f"| {s} | {_pct(row['baseline'])} | {_pct(row['full'])} | "
+                         f"{_pct(row['votes'])} | {_pct(row.get('votes_gap'))} | "
+                         f"{'–' if recovered is None else _pct(recovered) + '%'} | "
+                         f"{_num(tv_given)} | {_num(tv_targets)} | "
+                         f"{_pct(row.get('tv_distance_recovered'))}"
+                         f"{'%' if row.get('tv_distance_recovered') is not None else ''} |")
     lines += _seed_tables(per_setting)
     lines += ["", "## Targets", "", "| setting | target | measured | met |", "|---|---|---:|---|"]
     for t in comparison["targets"]:
         text = _target_text(t)
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        if t["target"] is None:  # a figure to report, with no bound to meet
+            shown = _target_value(t, per_setting)
+            met = ("reported" if t["value"] is not None
+                   else "n/a" if shown.startswith("n/a") else "not measured")
         lines.append(f"| {t['setting']} | {text} | {_target_value(t, per_setting)} | {met} |")
     lines.append("")
     return "\n".join(lines)
