@@ -473,6 +473,7 @@ def load_benchmark_script(name: str):
     return module
 
 
+@pytest.mark.slow  # ~25 s idle: trains a run, then scores four split settings on it
 def test_split_choices_scores_each_setting_on_one_checkpoint(tmp_path, capsys):
     """benchmarks/split_choices.py: from one checkpoint of a noisy run, every split setting's
     figures, each the decision split_and_relabel makes on the same pass."""
@@ -627,7 +628,7 @@ def test_benchmark_trains_every_seed_and_reuses_the_recorded_ones(tmp_path, caps
     write_ferplus_fixture(data, {"FER2013Train": 12, "FER2013Valid": 2})
     common = ["--settings", "sym30", "--variants", "baseline", "--data-root", str(data), "--cpu",
               "optim.batch_size=32", "data.num_workers=0", "model.backbone=resnet10t",
-              "data.train_fraction=0.5"]
+              "data.train_fraction=0.5", "stages.0.epochs=1", "stages.2.epochs=1"]
     first = benchmark_cli.main([*common, "--out", str(tmp_path / "a"), "--seeds", "0"])
     assert list(first["runs"]) == ["sym30-baseline"]
     capsys.readouterr()
