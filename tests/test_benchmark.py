@@ -650,6 +650,8 @@ def test_benchmark_trains_every_seed_and_reuses_the_recorded_ones(tmp_path, caps
     assert not np.array_equal(noisy[0]["changed_mask"], noisy[1]["changed_mask"])
     saved = json.loads((tmp_path / "b" / "results.json").read_text())
     header = saved["header"]
+    assert [(r["setting"], r["variant"], r["seed"]) for r in saved["runs"].values()] == \
+        [("sym30", "baseline", 0), ("sym30", "baseline", 1)]
     assert header["seeds"] == [0, 1] and header["recipe"] == "configs/benchmark_ferplus.yaml"
     assert header["commit"] and "CPU" in header["machine"]
     assert saved["per_setting"]["sym30"]["models"]["baseline"]["val_accuracy_mean"] == \

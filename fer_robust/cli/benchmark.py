@@ -387,7 +387,11 @@ def results_header(args: argparse.Namespace, argv, configs: dict[str, Config]) -
 
 def write_results(out: Path, header: dict, results: dict) -> dict:
     """Compare the runs against the targets of the header's size and (atomically) rewrite
-    ``results.json``, ``results.md`` and the curves of every setting; returns the comparison."""
+    ``results.json``, ``results.md`` and the curves of every setting; returns the comparison.
+    Every run's summary carries its ``setting``, ``variant`` and ``seed``."""
+    for name, summary in results.items():
+        spec = parse_run_name(name)
+        summary.update(setting=spec.setting, variant=spec.variant, seed=spec.seed)
     comparison = compare(results, targets_for(header.get("size")))
     header["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     atomic_write_json(out / "results.json", json_safe({"header": header, "runs": results,
