@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from fer_robust.data.ferplus import read_ferplus  # noqa: E402
+from fer_robust.provenance import provenance, repo_relative  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
 
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache", action="store_true", help="also time a pass from the in-memory cache")
     args = parser.parse_args(argv)
+    origin = provenance(argv, __file__, cpu=True)
 
     start = time.perf_counter()
     dataset = read_ferplus(args.root, "train")
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
         transforms.Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])])
 
     result = {
+        "provenance": origin, "root": repo_relative(args.root),
         "dataset": "ferplus train", "num_images": len(dataset),
         "construct_s": round(construct_s, 3), "batch_size": args.batch_size,
         "num_workers": args.workers, "transform": "Resize(48)+ToTensor+Normalize",

@@ -16,7 +16,8 @@ dataset's framing lies relative to the detector's box. For every detector it rep
 - ``seconds_per_image`` and, on two photographs without a face (scikit-learn's sample images), the
   number of faces reported (false positives).
 
-Results go to ``benchmarks/results/face_crops.json`` (one key per dataset and split).
+Results go to ``benchmarks/results/face_crops.json`` (one key per dataset and split), whose
+``provenance`` holds, per key, the command that measured it (a run rewrites only its own keys).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import numpy as np  # noqa: E402
 from fer_robust.config import DataConfig  # noqa: E402
 from fer_robust.data.registry import build_dataset  # noqa: E402
 from fer_robust.deploy.faces import box_iou, build_detector, list_detectors  # noqa: E402
+from fer_robust.provenance import provenance, repo_relative  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
 
 
@@ -104,6 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
+    origin = provenance(argv, __file__, cpu=True)
+    # Keys of earlier runs stay, so each key keeps the provenance of the run that measured it.
+    origins = results.setdefault("provenance", {})
+    origins["false_positives_on_photos_without_faces"] = origin
     detectors = {name: build_detector(name, find_eyes=False) for name in args.detectors}
     results["false_positives_on_photos_without_faces"] = {
         name: false_positives(d) for name, d in detectors.items()}
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         count = len(dataset) if args.limit <= 0 else min(args.limit, len(dataset))
         images = [np.asarray(dataset.load_image(i).convert("RGB")) for i in range(count)]
         key = f"{name}_{args.split}"
+        origins[key] = origin if name == "demo" else {**origin, "root": repo_relative(args.root)}
         results[key] = {d: measure(det, images, args.min_side, args.border)
                         for d, det in detectors.items()}
         for d, r in results[key].items():

@@ -31,6 +31,7 @@ from torch import nn  # noqa: E402
 
 from fer_robust.config import ModelConfig  # noqa: E402
 from fer_robust.models import build_model  # noqa: E402
+from fer_robust.provenance import provenance  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
 
 NUM_CLASSES = 7
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    results = {"backbone": args.backbone, "batch_size": args.batch_size, "threads": args.threads,
+    results = {"provenance": provenance(argv, __file__, cpu=True),
+               "backbone": args.backbone, "batch_size": args.batch_size, "threads": args.threads,
                "warmup": args.warmup, "iters": args.iters, "torch": torch.__version__,
                "machine": platform.processor() or platform.machine(), "sizes": {}}
     lines = ["| input | model | params | step (s) | images/s | step vs baseline |",

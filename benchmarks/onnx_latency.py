@@ -37,6 +37,7 @@ from fer_robust.deploy.classifiers import OnnxClassifier  # noqa: E402
 from fer_robust.deploy.onnx_export import check_onnx, export_onnx  # noqa: E402
 from fer_robust.engine.inference import load_trained_model  # noqa: E402
 from fer_robust.models.factory import build_model  # noqa: E402
+from fer_robust.provenance import provenance, repo_relative  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
 
 RECIPES = ["configs/demo.yaml", "configs/benchmark_ferplus.yaml", "configs/rafdb.yaml"]
@@ -108,12 +109,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "onnx_latency.json"))
     args = parser.parse_args(argv)
 
+    origin = provenance(argv, __file__, cpu=True)
     load_before = os.getloadavg()
     results = []
     if args.checkpoint:
         cfg, model, _, _ = load_trained_model(args.checkpoint)
-        results.append(measure(str(args.checkpoint), model, cfg.data.img_size, args.threads,
-                               args.batches, args.exporter, args.warmup, args.repeats))
+        results.append(measure(repo_relative(args.checkpoint), model, cfg.data.img_size,
+                               args.threads, args.batches, args.exporter, args.warmup,
+                               args.repeats))
     else:
         for config in args.configs:
             cfg = load_config(REPO / config, ["model.pretrained_file=none"])
@@ -121,9 +124,11 @@ def main(argv: list[str] | None = None) -> dict:
             num_classes = DATASET_SPECS[cfg.data.name].num_classes
             torch.manual_seed(0)
             model = build_model(model_cfg, num_classes, cfg.data.img_size)
-            results.append(measure(config, model, cfg.data.img_size, args.threads, args.batches,
-                                   args.exporter, args.warmup, args.repeats))
+            results.append(measure(repo_relative(REPO / config), model, cfg.data.img_size,
+                                   args.threads, args.batches, args.exporter, args.warmup,
+                                   args.repeats))
     report = {
+        "provenance": origin,
         "what": "CPU latency per image, model only (normalised input), median of repeats",
         "results": results,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

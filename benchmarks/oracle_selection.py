@@ -32,6 +32,7 @@ from fer_robust.noise_benchmark.recipe import SETTINGS, RunSpec, build_run_confi
 from fer_robust.noise_benchmark.report import TARGETS  # noqa: E402
 from fer_robust.config import StageConfig  # noqa: E402
 from fer_robust.engine.stages import Stage, StageInputs, registered_stage  # noqa: E402
+from fer_robust.provenance import provenance, repo_relative  # noqa: E402
 from fer_robust.robust.selection import RobustDecision  # noqa: E402
 from fer_robust.utils import atomic_write_json  # noqa: E402
 from fer_robust.validation import validate  # noqa: E402
@@ -103,7 +104,9 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     baseline = json.loads(args.baseline_results.read_text()) if args.baseline_results else {}
-    report = {"warmup_epochs": args.warmup_epochs, "size": args.size, "settings": {}}
+    report = {"provenance": provenance(argv, __file__, cpu=args.cpu),
+              "recipe": repo_relative(args.config), "warmup_epochs": args.warmup_epochs,
+              "size": args.size, "settings": {}}
     for setting in args.settings:
         cfg = build_run_config(args.config, RunSpec(setting, "baseline"), args.size,
                                args.out / setting, args.overrides)

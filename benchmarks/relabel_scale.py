@@ -30,7 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_robust.robust.retrieval import knn_search, per_class_average_precision  # noqa: E402
+from fer_robust.provenance import provenance, repo_relative  # noqa: E402
+from fer_robust.robust.retrieval import (faiss_gpu_available, knn_search,  # noqa: E402
+                                         per_class_average_precision)
 from fer_robust.utils import atomic_write_json  # noqa: E402
 
 
@@ -112,7 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
 
-    results: dict = {"args": vars(args), "machine": platform.processor() or platform.machine(),
+    # knn_search runs faiss on the GPU when its GPU build sees one.
+    results: dict = {"provenance": provenance(argv, __file__, cpu=not faiss_gpu_available()),
+                     "args": {**vars(args), "out": repo_relative(args.out)},
+                     "machine": platform.processor() or platform.machine(),
                      "faiss": faiss.__version__, "torch": torch.__version__}
     print(f"Q={args.queries} G={args.gallery} D={args.dim} K={args.k} threads={args.threads}", flush=True)
 

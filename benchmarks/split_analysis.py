@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
+from fer_robust.provenance import provenance, repo_relative
 from fer_robust.validation import load_config
 from fer_robust.robust.gmm_split import class_dependent_split, split_losses
 from fer_robust.robust.metrics import noise_detection_metrics, relabel_accuracy
@@ -67,7 +68,8 @@ def main(argv=None) -> dict:
         precision, recall, _ = precision_recall_curve(changed, values)
         return float((2 * precision * recall / np.maximum(precision + recall, 1e-12)).max())
 
-    out: dict = {"run": str(args.run_dir), "epoch_file": files[-1].name,
+    out: dict = {"provenance": provenance(argv, __file__, cpu=True),
+                 "run": repo_relative(args.run_dir), "epoch_file": files[-1].name,
                  "noise_rate": float(changed.mean()), "split_fits": cfg.robust.split.loss,
                  "model_accuracy_on_true_labels": float((pred == true).mean()),
                  "model_accuracy_on_changed_true_labels": float((pred[changed] == true[changed]).mean())}

@@ -31,6 +31,7 @@ from fer_robust.cli.relabel import training_split
 from fer_robust.data.loaders import build_eval_loader
 from fer_robust.engine.evaluation import per_sample_pass
 from fer_robust.engine.inference import load_trained_model
+from fer_robust.provenance import provenance, repo_relative
 from fer_robust.robust.metrics import decision_figures
 from fer_robust.robust.selection import split_and_relabel
 from fer_robust.utils import atomic_write_json, json_safe
@@ -69,7 +70,8 @@ def main(argv=None) -> dict:
               for hflip in (False, True)}
     num_classes = len(class_names)
     changed = given != true
-    out: dict = {"checkpoint": str(args.checkpoint), "class_names": class_names,
+    out: dict = {"provenance": provenance(argv, __file__, cpu=True),
+                 "checkpoint": repo_relative(args.checkpoint), "class_names": class_names,
                  "given_right": float((~changed).mean()), "settings": {}}
     for name, (hflip, split_loss) in SPLITS.items():
         arrays = passes[hflip]

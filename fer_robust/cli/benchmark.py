@@ -54,21 +54,15 @@ Under ``accelerate launch`` every process trains; the main process alone writes 
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
-import os
-import platform
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from accelerate import PartialState
 
 from fer_robust.cli.common import repo_root, tool_entry, user_errors_exit
@@ -90,6 +84,8 @@ from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, ONE_
                                                ignored_by, parse_run_name, plan_runs)
 from fer_robust.noise_benchmark.report import (compare, plot_setting_curves, render_markdown,
                                                summarize_run, targets_for)
+from fer_robust.provenance import (command_line, git_commit, machine_description, repo_relative,
+                                   timestamp)
 from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe
 from fer_robust.validation import load_config
 
@@ -155,14 +151,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                                       if ONE_SETTING_VARIANTS.get(v, args.settings[0])
                                       in args.settings]
     return args
-
-
-def machine_description(cpu: bool) -> str:
-    gpu = torch.cuda.is_available() and not cpu
-    device = f"GPU {torch.cuda.get_device_name(0)}" if gpu else "CPU only"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, {device}, "
-            f"{PartialState().num_processes} process(es); torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
 
 
 def labels_of_run(cfg, run_dir: Path):
@@ -341,48 +329,17 @@ def previous_summaries(results_file: Path) -> dict:
         return {}
 
 
-def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository when it lies inside it (or beside it, like the shared
-    data folder), so a results file says where its inputs came from, not where it ran."""
-    root = repo_root().resolve()
-    resolved = Path(path).expanduser().resolve()
-    try:
-        return resolved.relative_to(root).as_posix()
-    except ValueError:
-        pass
-    try:
-        resolved.relative_to(root.parent)
-    except ValueError:
-        return str(path)
-    return Path(os.path.relpath(resolved, root)).as_posix()
-
-
-def git_commit() -> str:
-    """The repository's commit (``+ changes`` when the work tree differs from it), or
-    ``unknown`` outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo_root(),
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=repo_root(), capture_output=True, text=True, timeout=10,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head} + changes" if dirty else head
-
-
 def results_header(args: argparse.Namespace, argv, configs: dict[str, Config]) -> dict:
     """The report's header: where the figures came from (title, command, recipe and data root
     relative to the repository, size, seeds, git commit, machine; the date is added when the
     results are written)."""
     return {"title": SIZES[args.size].title,
-            "command": shlex.join(["python", "tools/benchmark.py",
-                                   *(argv if argv is not None else sys.argv[1:])]),
+            "command": command_line("tools/benchmark.py", argv),
             "recipe": repo_relative(args.config), "size": args.size,
             "seeds": list(dict.fromkeys(args.seeds)),
             "data root": repo_relative(next(iter(configs.values())).data.root),
             "commit": git_commit(),
-            "machine": machine_description(args.cpu)}
+            "machine": machine_description(args.cpu, PartialState().num_processes)}
 
 
 def write_results(out: Path, header: dict, results: dict) -> dict:
@@ -393,7 +350,7 @@ def write_results(out: Path, header: dict, results: dict) -> dict:
         spec = parse_run_name(name)
         summary.update(setting=spec.setting, variant=spec.variant, seed=spec.seed)
     comparison = compare(results, targets_for(header.get("size")))
-    header["date"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    header["date"] = timestamp()
     atomic_write_json(out / "results.json", json_safe({"header": header, "runs": results,
                                                        **comparison}))
     atomic_write_text(out / "results.md", render_markdown(results, comparison, header))

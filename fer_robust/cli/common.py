@@ -15,8 +15,9 @@ import errno
 import re
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from fer_robust.provenance import repo_root
 
 __all__ = ["user_errors_exit", "user_error_types", "one_line", "tool_entry", "repo_root"]
 
@@ -91,6 +92,3 @@ def tool_entry(main: Callable[..., Any]) -> Callable[[], int]:
     entry.__doc__ = f"Run {main.__module__}.main and return the exit status."
     return entry
 
-
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
