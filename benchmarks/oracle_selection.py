@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fer_robust.noise_benchmark.recipe import SETTINGS, RunSpec, build_run_config  # noqa: E402
-from fer_robust.noise_benchmark.report import TARGETS  # noqa: E402
+from fer_robust.noise_benchmark.comparison import TARGETS  # noqa: E402
 from fer_robust.config import StageConfig  # noqa: E402
 from fer_robust.engine.stages import Stage, StageInputs, registered_stage  # noqa: E402
 from fer_robust.provenance import provenance, repo_relative  # noqa: E402
@@ -67,7 +67,7 @@ def _train_with_oracle_split(cfg, cpu: bool) -> None:
 
 
 def _targets(baseline: dict, setting: str) -> dict | None:
-    """The accuracy ``setting``'s targets (:data:`~fer_robust.noise_benchmark.report.TARGETS`) ask
+    """The accuracy ``setting``'s targets (:data:`~fer_robust.noise_benchmark.comparison.TARGETS`) ask
     of the full system, from a results.json's baseline figures."""
     runs = baseline.get("runs", {})
     try:

@@ -9,7 +9,8 @@ from _ferplus_fixture import write_ferplus_fixture
 
 from fer_robust.noise_benchmark.recipe import (ABLATIONS, PEERS, RunSpec, build_run_config,
                                                ignored_by, plan_runs)
-from fer_robust.noise_benchmark.report import compare, render_markdown, summarize_run
+from fer_robust.noise_benchmark.comparison import compare
+from fer_robust.noise_benchmark.report import render_markdown, summarize_run
 from fer_robust.cli import benchmark as benchmark_cli
 from fer_robust.config import ConfigError
 from fer_robust.data.registry import train_subset
@@ -719,7 +720,7 @@ def test_the_data_size_trains_the_whole_split_recipe_and_its_baseline_is_the_shi
 
 
 def test_the_data_size_reads_one_tagger_against_ten_and_has_its_own_targets():
-    from fer_robust.noise_benchmark.report import DATA_TARGETS, TARGETS, targets_for
+    from fer_robust.noise_benchmark.comparison import DATA_TARGETS, TARGETS, targets_for
 
     assert targets_for("data") is DATA_TARGETS and targets_for("full") is TARGETS
     assert targets_for(None) is TARGETS
@@ -768,7 +769,7 @@ def test_benchmark_data_size_end_to_end(tmp_path, capsys):
     """``tools/benchmark.py --size data`` on a tiny FERPlus: the five runs of the size from
     configs/ferplus_cpu.yaml, the votes reference trained on the votes, test accuracy, the one-
     tagger-against-ten figures and the size's targets; a second command trains nothing."""
-    from fer_robust.noise_benchmark.report import DATA_TARGETS
+    from fer_robust.noise_benchmark.comparison import DATA_TARGETS
 
     data = tmp_path / "ferplus"
     write_ferplus_fixture(data, {"FER2013Train": 8, "FER2013Valid": 2, "FER2013Test": 2})

@@ -46,7 +46,7 @@ command would give it before anything trains: another recipe, size or overrides 
 25,045 images) under ``clean`` and ``annotator`` labels: the baseline and the full system in both,
 and the baseline trained on the 10 taggers' vote distributions (``annotator-votes``), the mark the
 relabelling of one tagger's labels is read against. Its targets are the data size's
-(:data:`~fer_robust.noise_benchmark.report.DATA_TARGETS`); its results go to
+(:data:`~fer_robust.noise_benchmark.comparison.DATA_TARGETS`); its results go to
 ``runs/benchmark_ferplus_data`` and are recorded as ``benchmarks/results/benchmark_ferplus_data``.
 
 Under ``accelerate launch`` every process trains; the main process alone writes the results.
@@ -82,8 +82,8 @@ from fer_robust.engine.trainer import Trainer
 from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, ONE_SETTING_VARIANTS,
                                                SETTINGS, SIZES, VARIANTS, RunSpec, build_run_config,
                                                ignored_by, parse_run_name, plan_runs)
-from fer_robust.noise_benchmark.report import (compare, plot_setting_curves, render_markdown,
-                                               summarize_run, targets_for)
+from fer_robust.noise_benchmark.comparison import compare, targets_for
+from fer_robust.noise_benchmark.report import plot_setting_curves, render_markdown, summarize_run
 from fer_robust.provenance import (command_line, git_commit, machine_description, repo_relative,
                                    timestamp)
 from fer_robust.utils import atomic_write_json, atomic_write_text, json_safe

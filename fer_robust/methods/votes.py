@@ -8,7 +8,7 @@ vote distribution trained with cross-entropy was among the best and majority-vot
 weakest. Here it is the reference of the noise benchmark's data size: retrieval relabelling tries to
 recover, from one tagger's label per image, what the ten taggers' votes say, so the baseline
 trained on the votes themselves marks how far that recovery could go (see
-:mod:`fer_robust.noise_benchmark.report`).
+:mod:`fer_robust.noise_benchmark.comparison`).
 
 What we followed: soft cross-entropy on the normalised vote distribution over the emotion classes,
 averaged over the batch, on the baseline network (backbone, average pooling, linear).
