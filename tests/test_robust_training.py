@@ -82,7 +82,8 @@ def test_two_processes_give_the_same_split_as_one(noisy_run, tmp_path):
     # blended into the soft label; the gate off, as the demo's planted noise is what is tested.
     pytest.param(["robust.noise_gate.threshold=0"], id="recipe", marks=pytest.mark.slow),
     # The pass reads a moving average of the weights (robust.teacher_ema), kept in the checkpoint.
-    pytest.param([*DR_FER_DECISION, "robust.teacher_ema=0.9"], id="teacher"),
+    pytest.param([*DR_FER_DECISION, "robust.teacher_ema=0.9"], id="teacher",
+                 marks=pytest.mark.slow),
     # A noise gate that takes any labels as clean: its reading, made at the first robust pass
     # (epoch 1), is kept in the checkpoint.
     pytest.param(["robust.noise_gate.threshold=0.99"], id="gate"),
