@@ -28,7 +28,7 @@ import yaml
 from fer_robust.config import Config, ConfigError, config_to_dict
 from fer_robust.utils import atomic_write_text
 
-__all__ = ["read_config", "save_config", "apply_overrides"]
+__all__ = ["read_config", "save_config", "apply_overrides", "config_sources"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,6 +255,12 @@ def _read_yaml(path: Path, _seen: tuple = ()) -> tuple[dict, list[str]]:
         data = _deep_merge(base_data, data)
         sources = base_sources + sources
     return data, sources
+
+
+def config_sources(path: str | os.PathLike) -> list[Path]:
+    """The files a config file is read from: its ``_base_`` chain, the farthest base first and
+    ``path`` last (each resolved)."""
+    return [Path(p) for p in _read_yaml(Path(path))[1]]
 
 
 def _set_path(tree: dict, dotted: str, value: Any, source: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from fer_robust.config import flatten_config
+from fer_robust.config_io import config_sources
 from fer_robust.validation import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -20,14 +21,6 @@ BENCHMARK = CONFIGS / "benchmark_ferplus.yaml"
 RECIPES = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("_"))
 # Paper-scale recipes expect pretrained weights; these tests only read their settings.
 NO_WEIGHTS = ["model.pretrained_file=none"]
-
-
-def base_chain(path: Path) -> list[Path]:
-    """``path`` and the files it extends through ``_base_``, nearest first."""
-    chain = [path]
-    while (base := (yaml.safe_load(chain[-1].read_text()) or {}).get("_base_")) is not None:
-        chain.append(chain[-1].parent / base)
-    return chain
 
 
 def robust_settings(path: Path, overrides=()) -> dict:
@@ -40,7 +33,7 @@ def says_why(chain: list[Path], key: str) -> bool:
     carries a comment, or right under a comment line."""
     leaf = key.rsplit(".", 1)[-1]
     for path in chain:
-        if path == METHOD:
+        if path == METHOD.resolve():
             continue
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
@@ -54,13 +47,13 @@ def undocumented_departures(path: Path, reference: dict) -> list[str]:
     """The robust settings in which ``path`` differs from ``reference`` without saying why."""
     settings = robust_settings(path)
     return [k for k in sorted(settings) if settings[k] != reference.get(k)
-            and not says_why(base_chain(path), k)]
+            and not says_why(config_sources(path), k)]
 
 
 def test_every_recipe_starts_from_the_method():
     assert RECIPES
     for path in RECIPES:
-        assert METHOD in [p.resolve() for p in base_chain(path)], f"{path.name} skips _method.yaml"
+        assert METHOD.resolve() in config_sources(path), f"{path.name} skips _method.yaml"
     method = yaml.safe_load(METHOD.read_text())
     assert set(method) == {"robust"}  # the method's file holds the robust settings only
 
