@@ -816,3 +816,26 @@ def test_benchmark_data_size_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert all(f"{name}: finished earlier" in printed for name in names)
     assert again["runs"]["annotator-votes"]["val_accuracy"] == votes["val_accuracy"]
+
+
+def test_the_local_and_retrieval_ablations_train_end_to_end(tmp_path):
+    """``--ablation local retrieval``: the global branch alone (no local logits, no MIM term) and
+    soft labels from the model alone both train through the robust stages and relabel."""
+    data = tmp_path / "ferplus"
+    write_ferplus_fixture(data, {"FER2013Train": 8, "FER2013Valid": 2})
+    out = tmp_path / "bench"
+    result = benchmark_cli.main([
+        "--settings", "sym30", "--variants", "full", "--ablation", "local", "retrieval",
+        "--out", str(out), "--data-root", str(data), "--cpu", "optim.batch_size=32",
+        "data.num_workers=0", "model.backbone=resnet10t", "data.train_fraction=1.0",
+        "stages.0.epochs=1", "stages.2.epochs=1", "robust.noise_gate.threshold=0"])
+    assert list(result["runs"]) == ["sym30-full", "sym30-no_local", "sym30-no_retrieval"]
+    local = [json.loads(x) for x in
+             (out / "runs" / "sym30-no_local" / "metrics.jsonl").read_text().splitlines()]
+    full = [json.loads(x) for x in
+            (out / "runs" / "sym30-full" / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_local_ce" in r for r in full) and "loss_mim" in full[-1]
+    assert not any("loss_mim" in r or "loss_local_ce" in r for r in local)
+    assert result["runs"]["sym30-no_local"]["num_relabeled"] > 0
+    assert result["runs"]["sym30-no_retrieval"]["num_relabeled"] > 0
+    assert set(result["per_setting"]["sym30"]["ablation_contribution"]) == {"local", "retrieval"}
