@@ -20,7 +20,7 @@ from typing import Any, Literal
 __all__ = [
     "ConfigError", "DataConfig", "NoiseConfig", "AugmentConfig", "MIMConfig", "ARMConfig",
     "ModelConfig", "OptimConfig", "StageConfig", "SplitConfig", "DCLConfig", "RelabelConfig",
-    "NoiseGateConfig", "RobustConfig", "SCNConfig", "EACConfig", "GCEConfig", "MethodConfig",
+    "NoiseGateConfig", "FlipConsistencyConfig", "RobustConfig", "SCNConfig", "EACConfig", "GCEConfig", "MethodConfig",
     "Config", "config_to_dict", "flatten_config", "RESULT_NEUTRAL_KEYS", "LATER_KEYS",
     "LATER_KEY_DEFAULTS",
 ]
@@ -310,6 +310,36 @@ class NoiseGateConfig:
 
 
 @dataclass
+class FlipConsistencyConfig:
+    """Flip consistency of the robust stages (:mod:`fer_robust.engine.flip_consistency`): EAC's
+    idea (Zhang et al., ECCV 2022) on the two-branch network. Each robust batch is randomly erased
+    and trained together with its mirror image in one forward pass; the backbone map of the mirror,
+    mirrored back, must agree with the image's cell by cell (``1 - cos`` of the two channel vectors
+    of each cell, averaged over the cells and the images). A network that memorises a wrong label
+    does so with a part of the face that fits the wrong class, and that part is seldom where the
+    mirrored face puts it. Neither DR-FER nor ARM has it.
+
+    What we chose where EAC says nothing that fits: EAC compares class activation maps (the
+    classifier at every cell of the map); the global branch's classifier reads ARM's rearranged
+    plane, not the cells, so the two-branch network compares the backbone map every branch reads,
+    each cell's channel vector normalised to unit length (ARM and the local branch normalise their
+    inputs, so the map's scale is free and an unnormalised distance would shrink it). Only the
+    robust stages use it (the warm-up ends before the noise is memorised), and, as mixup, not once
+    the noise gate takes the labels as clean: EAC costs clean-label accuracy (69.32 against
+    cross-entropy's 70.23 on the benchmark). The images an MIM step masks count for none of the
+    pairs. A robust step forwards twice the images.
+    """
+    # Weight of the term in the robust stages' loss (0 = off: no erasing, no mirrored copy).
+    weight: float = 0.0
+    # EAC's random erasing before the flip, so both views lose the same box (torchvision's
+    # RandomErasing with value 0: with probability erasing_prob one box of a share in
+    # erasing_scale of the image, aspect ratio in erasing_ratio).
+    erasing_prob: float = 0.5
+    erasing_scale: tuple[float, float] = (0.02, 0.25)
+    erasing_ratio: tuple[float, float] = (0.3, 3.3)
+
+
+@dataclass
 class RobustConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     dcl: DCLConfig = field(default_factory=DCLConfig)
@@ -348,6 +378,8 @@ class RobustConfig:
     mixup_alpha: float = 0.0
     # Take the labels as clean when the first robust pass estimates little noise (0 = never).
     noise_gate: NoiseGateConfig = field(default_factory=NoiseGateConfig)
+    # The mirrored view's consistency (0 weight = off). See FlipConsistencyConfig.
+    flip_consistency: FlipConsistencyConfig = field(default_factory=FlipConsistencyConfig)
 
 
 @dataclass
@@ -457,7 +489,9 @@ LATER_KEYS = ("model.local_branch", "robust.clean_loss_q", "robust.soft_loss_q",
               "robust.teacher_ema", "robust.mixup_alpha", "robust.relabel.given_floor",
               "robust.noise_gate.threshold", "robust.noise_gate.anchor_quantile",
               "robust.noise_gate.keep_mixup",
-              "data.noise.file")
+              "data.noise.file", "robust.flip_consistency.weight",
+              "robust.flip_consistency.erasing_prob", "robust.flip_consistency.erasing_scale",
+              "robust.flip_consistency.erasing_ratio")
 
 
 def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:

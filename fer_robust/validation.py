@@ -100,6 +100,11 @@ _RANGES: list[tuple[str, typing.Callable[[Any], bool], str]] = [
     ("robust.noise_gate.threshold", lambda v: 0 <= v < 1,
      "in [0, 1) (an estimated noise rate; 0 = off)"),
     ("robust.noise_gate.anchor_quantile", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("robust.flip_consistency.weight", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("robust.flip_consistency.erasing_prob", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("robust.flip_consistency.erasing_scale", lambda v: 0 < v[0] <= v[1] < 1,
+     "0 < low <= high < 1"),
+    ("robust.flip_consistency.erasing_ratio", lambda v: 0 < v[0] <= v[1], "0 < low <= high"),
     ("checkpoint_every", lambda v: v >= 1, ">= 1"),
 ]
 

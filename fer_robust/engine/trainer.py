@@ -49,6 +49,7 @@ from fer_robust.engine.distributed import build_accelerator, run_on_main
 from fer_robust.engine.evaluation import (SamplePassResult, classification_metrics, per_sample_pass,
                                          predict_logits)
 from fer_robust.engine.loss_terms import classification_terms, classified_mask, fit_figures
+from fer_robust.engine.flip_consistency import FlipConsistency
 from fer_robust.engine.mixup import BatchMixer, mix_images
 from fer_robust.engine.protocol import (protocol_choices, protocol_comment, protocol_line,
                                        selection_record)
@@ -190,6 +191,10 @@ class Trainer:
         # the labels as clean (robust.noise_gate.keep_mixup).
         self.mixer = (BatchMixer(cfg.robust.mixup_alpha, cfg.seed)
                       if cfg.robust.mixup_alpha > 0 else None)
+        # The mirrored view's consistency in the robust stages (robust.flip_consistency), off
+        # with mixup once the noise gate takes the labels as clean.
+        self.flip_consistency = (FlipConsistency(cfg.robust.flip_consistency)
+                                 if cfg.robust.flip_consistency.weight > 0 else None)
 
         (self.model, self.optimizer, self.train_loader,
          self.pass_loader) = acc.prepare(self.model, optimizer, train_loader, pass_loader)
@@ -540,7 +545,9 @@ class Trainer:
         changed = self.sample_state.changed_mask
         bar = tqdm(self.train_loader, desc=f"epoch {epoch} [{stage.name}]", leave=False,
                    disable=not (cfg.progress_bar and acc.is_local_main_process))
-        mixer = self.mixer if stage.robust and not self._labels_train_unmixed() else None
+        regularised = stage.robust and not self._labels_train_unmixed()
+        mixer = self.mixer if regularised else None
+        consistency = self.flip_consistency if regularised else None
         if mixer is not None:
             mixer.start_epoch(epoch, acc.process_index)
         for step, (images, labels, index) in enumerate(bar):
@@ -548,13 +555,20 @@ class Trainer:
             if mix_weight is not None:
                 images = mix_images(images, mix_weight)
             with acc.accumulate(self.model):
-                out = self.method.forward(self.model, images, use_mim)
+                if consistency is None:
+                    out = self.method.forward(self.model, images, use_mim)
+                else:
+                    out = self.method.forward(self.model, consistency.views(images), use_mim,
+                                              features=True)
+                    out, consistency_term = consistency.split(out, len(labels))
                 terms = self.compute_losses(out, labels, index, stage, mix_weight)
+                if consistency is not None:
+                    terms["flip_consistency"] = consistency_term
                 for name, value in terms.items():
                     if not torch.isfinite(value):
                         raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: "
                                                  f"term '{name}' = {value.item()}")
-                loss = sum(stage.weight(name) * value for name, value in terms.items())
+                loss = sum(self.term_weight(stage, name) * value for name, value in terms.items())
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.optim.clip_grad > 0:
                     acc.clip_grad_norm_(self.model.parameters(), cfg.optim.clip_grad)
@@ -595,6 +609,13 @@ class Trainer:
                            reduction="mean")
         record = {("loss" if n == "loss" else f"loss_{n}"): float(v) for n, v in zip(names, means)}
         return {**record, **fit_figures(acc.reduce(fit_counts, reduction="sum"), changed is not None)}
+
+    def term_weight(self, stage: Stage, name: str) -> float:
+        """The weight of loss term ``name`` in ``stage``: the stage's ``loss_weights``, except the
+        robust stages' flip consistency, which is the method's (``robust.flip_consistency.weight``)."""
+        if name == "flip_consistency":
+            return self.cfg.robust.flip_consistency.weight
+        return stage.weight(name)
 
     def _labels_train_unmixed(self) -> bool:
         """The noise gate took the labels as clean and the robust batches stop mixing

@@ -108,8 +108,13 @@ class Method:
                                   f"under {where}; valid: {', '.join(cls.loss_terms)}")
 
     # -- the training step -------------------------------------------------------------------------
-    def forward(self, model: torch.nn.Module, images: torch.Tensor, mim: bool) -> dict:
-        """The outputs the step's loss terms read (see ``fer_robust.models.network``)."""
+    def forward(self, model: torch.nn.Module, images: torch.Tensor, mim: bool,
+                features: bool = False) -> dict:
+        """The outputs the step's loss terms read (see ``fer_robust.models.network``);
+        ``features`` adds the backbone map (``feature_map``) for the robust stages' flip
+        consistency."""
+        if features:
+            return model(images, mim=mim, features=True)
         return model(images, mim=mim)
 
     def bind_training_set(self, dataset) -> None:
@@ -149,3 +154,13 @@ class StagedMethod(Method):
     stages (the two-branch network with MIM, ARM, the GMM split, DCL and retrieval relabelling;
     or, with ``model.arch=baseline`` and one warm-up stage on ``ce``, plain cross-entropy)."""
     archs = ("two_branch", "baseline", "arm")
+
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        super().validate(cfg)
+        robust_stage = any(st.kind in ("self_paced", "semi_supervised") for st in cfg.stages)
+        if (cfg.robust.flip_consistency.weight > 0 and robust_stage
+                and cfg.model.arch != "two_branch"):
+            raise ConfigError("'robust.flip_consistency.weight' > 0 compares the two-branch "
+                              f"network's backbone maps; model.arch={cfg.model.arch!r} has none "
+                              "to give (set it to 0 or model.arch=two_branch)")

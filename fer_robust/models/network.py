@@ -16,6 +16,8 @@ key                value
 ``cam``            ``(N, num_classes, h, w)`` class activation maps (baseline and SCN, only when
                    ``forward(x, cam=True)``; EAC's consistency loss)
 ``importance``     ``(N,)`` SCN's self-attention importance weight in (0, 1) (SCN only)
+``feature_map``    ``(N, C, h, w)`` the backbone map every branch reads (two-branch, only when
+                   ``forward(x, features=True)``; the robust stages' flip consistency)
 =================  ==========================================================================
 
 Inference needs no masking and no batch-mates: in eval mode every output of an image is the same
@@ -118,13 +120,15 @@ class TwoBranchFER(_BackboneNet):
                                       self.cfg.mim.patch_size)
         return x.index_copy(0, masked_index, masked), masked_index, mask
 
-    def forward(self, x: torch.Tensor, mim: bool = False) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, mim: bool = False,
+                features: bool = False) -> dict[str, torch.Tensor]:
         """``(N, 3, H, W)`` normalised images -> output dict (see the module docstring).
 
         Args:
             x: the batch.
             mim: mask part of the batch and return ``mim_loss`` (training mode only; ignored in
                 eval mode and when MIM is disabled).
+            features: also return ``feature_map``, the backbone map of the (partly masked) batch.
         """
         use_mim = mim and self.training and self.mim_head is not None
         x_in = x
@@ -133,13 +137,18 @@ class TwoBranchFER(_BackboneNet):
         feat = self.forward_features(x_in)                          # (N, C, h, w)
         global_feat, logits = self.global_branch(feat)              # (N, Dg), (N, K)
         if self.local_branch is None:
-            return {"logits": logits, "embedding": F.normalize(global_feat, dim=1)}
+            out = {"logits": logits, "embedding": F.normalize(global_feat, dim=1)}
+            if features:
+                out["feature_map"] = feat
+            return out
         regions = self.local_branch.region_map(feat)                # (N, Dl, h, w)
         local_feat = self.local_branch.pool_regions(regions)        # (N, Dl)
         out = {
             "logits": logits,
             "embedding": F.normalize(torch.cat([local_feat, global_feat], dim=1), dim=1),
         }
+        if features:
+            out["feature_map"] = feat
         local_logits = self.local_branch.classify(local_feat)
         if local_logits is not None:
             out["local_logits"] = local_logits

@@ -138,10 +138,16 @@ def _no_retrieval(cfg: Config) -> None:
     cfg.robust.relabel.model_weight = 1.0
 
 
+def _no_flip_consistency(cfg: Config) -> None:
+    # No mirrored view and no erasing in the robust stages (robust.flip_consistency).
+    cfg.robust.flip_consistency.weight = 0.0
+
+
 # Ablation name -> edit of the full system's config.
 ABLATIONS: dict[str, Callable[[Config], None]] = {
     "mim": _no_mim, "arm": _no_arm, "local": _no_local, "dcl": _no_dcl,
     "retrieval": _no_retrieval, "relabel": _no_relabel, "gmm": _no_gmm,
+    "flip_consistency": _no_flip_consistency,
 }
 
 
