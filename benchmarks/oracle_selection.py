@@ -1,12 +1,14 @@
 """How far can sample selection go at the benchmark's budget? Train with a perfect split.
 
-    python benchmarks/oracle_selection.py --settings sym30 annotator
+    python benchmarks/oracle_selection.py --settings sym30 annotator \
+        --baseline-results benchmarks/results/benchmark_ferplus_full.json
     python benchmarks/oracle_selection.py --settings sym30 --warmup-epochs 1 --size quick
 
 Trains the benchmark's baseline (``configs/benchmark_ferplus.yaml`` turned into the plain model by
 :func:`fer_robust.noise_benchmark.recipe.build_run_config`: same backbone, input, epochs, optimiser,
 schedule and seed) under a noisy label setting, with ``--warmup-epochs`` epochs on the given labels
-and then, for the remaining epochs, cross-entropy on only the samples whose given label IS the true
+(default: as many as the full system's warm-up, so that the bound starts selecting when the method
+does) and then, for the remaining epochs, cross-entropy on only the samples whose given label IS the true
 one: the split every selection method aims at, known here from the injected noise. No method
 that has to find the noise from a warmed-up model can do better by dropping samples; relabelling
 can add back what the dropped samples carry, at the accuracy of its soft labels.
@@ -28,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_robust.noise_benchmark.recipe import SETTINGS, RunSpec, build_run_config  # noqa: E402
+from fer_robust.noise_benchmark.recipe import SETTINGS, RunSpec, build_run_config, warmup_epochs  # noqa: E402
 from fer_robust.noise_benchmark.comparison import TARGETS  # noqa: E402
 from fer_robust.config import StageConfig  # noqa: E402
 from fer_robust.engine.stages import Stage, StageInputs, registered_stage  # noqa: E402
@@ -92,8 +94,9 @@ def main(argv=None) -> dict:
     p.add_argument("--settings", nargs="+", default=["sym30", "annotator"],
                    choices=[s for s in SETTINGS if s != "clean"])
     p.add_argument("--size", default="full", choices=["full", "quick"])
-    p.add_argument("--warmup-epochs", type=int, default=1,
-                   help="epochs on the given labels before the oracle split (default 1)")
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help="epochs on the given labels before the oracle split (default: the full "
+                        "system's warm-up in this recipe and size)")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "oracle_selection")
     p.add_argument("--results-file", type=Path, default=None,
                    help="where to save the figures (default benchmarks/results/oracle_selection_<size>.json)")
@@ -108,15 +111,20 @@ def main(argv=None) -> dict:
               "recipe": repo_relative(args.config), "warmup_epochs": args.warmup_epochs,
               "size": args.size, "settings": {}}
     for setting in args.settings:
+        warmup = args.warmup_epochs
+        if warmup is None:
+            warmup = warmup_epochs(build_run_config(args.config, RunSpec(setting, "full"), args.size,
+                                                    args.out / setting, args.overrides))
+            report["warmup_epochs"] = warmup
         cfg = build_run_config(args.config, RunSpec(setting, "baseline"), args.size,
                                args.out / setting, args.overrides)
         total = sum(st.epochs for st in cfg.stages)
-        if not 0 < args.warmup_epochs < total:
+        if not 0 < warmup < total:
             raise SystemExit(f"--warmup-epochs must be between 1 and {total - 1}")
         cfg.stages = [
-            StageConfig(name="warmup", kind="warmup", epochs=args.warmup_epochs,
+            StageConfig(name="warmup", kind="warmup", epochs=warmup,
                         loss_weights={"ce": 1.0}),
-            StageConfig(name="oracle_split", kind=ORACLE_KIND, epochs=total - args.warmup_epochs,
+            StageConfig(name="oracle_split", kind=ORACLE_KIND, epochs=total - warmup,
                         loss_weights={"ce": 1.0}),
         ]
         _train_with_oracle_split(cfg, args.cpu)
@@ -131,7 +139,7 @@ def main(argv=None) -> dict:
         report["settings"][setting] = entry
         line = " ".join(f"{a * 100:.2f}" for a in entry["val_accuracy_per_epoch"])
         extra = f" (target bar {bar['bar'] * 100:.2f}, baseline {bar['baseline'] * 100:.2f})" if bar else ""
-        print(f"{setting}: oracle split after {args.warmup_epochs} epoch(s): {line}{extra}")
+        print(f"{setting}: oracle split after {warmup} epoch(s): {line}{extra}")
     atomic_write_json(args.results_file or RESULTS / f"oracle_selection_{args.size}.json", report)
     return report
 

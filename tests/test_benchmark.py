@@ -519,8 +519,8 @@ def test_split_choices_scores_each_setting_on_one_checkpoint(tmp_path, capsys):
 
 
 def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
-    """benchmarks/oracle_selection.py: after the warm-up epoch the baseline trains on the samples
-    whose given label is the true one, and no other."""
+    """benchmarks/oracle_selection.py: after the full system's warm-up the baseline trains on the
+    samples whose given label is the true one, and no other."""
     oracle = load_benchmark_script("oracle_selection")
     data = tmp_path / "ferplus"
     write_ferplus_fixture(data, {"FER2013Train": 40, "FER2013Valid": 6})
@@ -533,6 +533,7 @@ def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):
     assert saved == json.loads(json.dumps(report))
     entry = saved["settings"]["sym30"]
     assert len(entry["val_accuracy_per_epoch"]) == 2          # 1 warm-up + 1 oracle epoch
+    assert saved["warmup_epochs"] == 1                        # the full system's warm-up (stages.0)
     changed = np.load(tmp_path / "runs" / "sym30" / "noisy_labels.npz")["changed_mask"]
     assert entry["clean_ratio"] == pytest.approx(1 - changed.mean())
     assert 0 < changed.mean() < 1

@@ -35,7 +35,7 @@ from fer_robust.validation import load_config, validate
 
 __all__ = ["SETTINGS", "Size", "SIZES", "ABLATIONS", "PEERS", "REFERENCES", "VARIANTS",
            "DEFAULT_VARIANTS", "ONE_SETTING_VARIANTS", "RunSpec", "SEEDED_KEYS", "build_run_config",
-           "plan_runs", "ignored_by", "parse_run_name"]
+           "plan_runs", "ignored_by", "parse_run_name", "warmup_epochs"]
 
 # Label settings: overrides of ``data.noise``.
 SETTINGS: dict[str, list[str]] = {
@@ -172,7 +172,7 @@ def _to_baseline(cfg: Config) -> None:
     cfg.stages = [StageConfig(name="warmup", kind="warmup", epochs=total, loss_weights={"ce": 1.0})]
 
 
-def _warmup_epochs(cfg: Config) -> int:
+def warmup_epochs(cfg: Config) -> int:
     """Epochs of the full system's leading warm-up stages: when it starts to relabel."""
     epochs = 0
     for st in cfg.stages:
@@ -195,7 +195,7 @@ def _to_scn(cfg: Config) -> None:
     # SCN relabels from the epoch the full system starts relabelling at (the end of its warm-up:
     # 10 of 40 epochs, 5 of 20 in --quick), about the share of the authors' 10 of 70. The rank
     # regularisation weighs 1, as in the authors' code.
-    start = _warmup_epochs(cfg)
+    start = warmup_epochs(cfg)
     _to_peer(cfg, "scn", "scn", {"ce": 1.0, "rank_reg": 1.0})
     cfg.method.scn.relabel_from_epoch = start
 
