@@ -5,7 +5,8 @@ it. Its first column is the label setting; every other column names a benchmark 
 backticks (``(`full`)``). A plain figure is that run's last-epoch validation accuracy,
 ``runs["<setting>-<variant>"]["val_accuracy"]``; in a column whose header says "mean", a figure
 (or ``mean ± sd``) is ``per_setting[<setting>]["models"][<variant>]["val_accuracy_mean"]`` (and
-``"val_accuracy_std"``) over the seeds. Each is compared as shown: in %, to the decimals shown.
+``"val_accuracy_std"``) over the seeds, and a trailing ``(n)`` is the number of seeds, ``"n_seeds"``.
+Each is compared as shown: in %, to the decimals shown.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ _SOURCE = re.compile(r"^Source:\s*\[?`?(?P<path>[\w./-]+\.json)`?\]?")
 _VARIANT = re.compile(r"`([a-z0-9_]+)`")
 _NUMBER = re.compile(r"^-?\d+(?:\.(\d+))?$")
 _MEAN_SD = re.compile(r"^(-?\d+(?:\.\d+)?)\s*±\s*(\d+(?:\.\d+)?)$")
+_N_SEEDS = re.compile(r"^(.*?)\s*\((\d+)\)$")
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$")
 # Result paths quoted in backticks (outside links too): `benchmarks/results/...{md,json}`.
@@ -65,7 +67,11 @@ def _shown(value: float, cell: str) -> str:
 
 
 def test_every_figure_of_the_readme_results_table_is_the_one_in_the_json_it_names():
-    path, header, rows = _results_table(README.read_text(encoding="utf-8"))
+    _check_results_table(README.read_text(encoding="utf-8"))
+
+
+def _check_results_table(text: str) -> None:
+    path, header, rows = _results_table(text)
     results = json.loads((ROOT / path).read_text(encoding="utf-8"))
     checked = 0
     for row in rows:
@@ -78,6 +84,10 @@ def test_every_figure_of_the_readme_results_table_is_the_one_in_the_json_it_name
             if "mean" in column:
                 model = results["per_setting"][setting].get("models", {}).get(variant)
                 assert model is not None, f"{path}: no per_setting[{setting!r}]['models'][{variant!r}]"
+                n_seeds = _N_SEEDS.match(shown)
+                if n_seeds:
+                    shown = n_seeds[1]
+                    assert int(n_seeds[2]) == model["n_seeds"], (setting, column, cell, model["n_seeds"])
                 mean_sd = _MEAN_SD.match(shown)
                 mean = mean_sd[1] if mean_sd else shown
                 assert _NUMBER.match(mean), f"{setting}/{column}: {cell!r} is not a figure"
@@ -105,6 +115,18 @@ def test_the_results_table_checker_catches_a_wrong_figure():
     assert _shown(run["val_accuracy"], rows[0][1]) == "50.64"
     assert _shown(run["val_accuracy"], "50.6") == "50.6"
     assert _shown(run["val_accuracy"], "50.65") != "50.65"
+
+
+def test_the_results_table_checker_reads_means_over_seeds():
+    text = ("Source: benchmarks/results/benchmark_ferplus_full.json\n\n"
+            "| setting | full, mean (`full`) |\n|---|---:|\n| `sym30` | {} |\n")
+    results = json.loads((ROOT / "benchmarks/results/benchmark_ferplus_full.json").read_text())
+    model = results["per_setting"]["sym30"]["models"]["full"]
+    mean, sd, n = 100 * model["val_accuracy_mean"], 100 * model["val_accuracy_std"], model["n_seeds"]
+    _check_results_table(text.format(f"{mean:.2f} ± {sd:.2f} ({n})"))
+    for wrong in (f"{mean:.2f} ± {sd:.2f} ({n + 1})", f"{mean + 0.01:.2f} ± {sd:.2f} ({n})"):
+        with pytest.raises(AssertionError):
+            _check_results_table(text.format(wrong))
 
 
 def _slug(heading: str) -> str:
