@@ -8,8 +8,8 @@ Trains the benchmark's baseline (``configs/benchmark_ferplus.yaml`` turned into 
 :func:`fer_robust.noise_benchmark.recipe.build_run_config`: same backbone, input, epochs, optimiser,
 schedule and seed) under a noisy label setting, with ``--warmup-epochs`` epochs on the given labels
 (default: as many as the full system's warm-up, so that the bound starts selecting when the method
-does) and then, for the remaining epochs, cross-entropy on only the samples whose given label IS the true
-one: the split every selection method aims at, known here from the injected noise. No method
+does) and then, for the remaining epochs, cross-entropy on only the samples whose given label IS
+the true one: the split every selection method aims at, known here from the injected noise. No method
 that has to find the noise from a warmed-up model can do better by dropping samples; relabelling
 can add back what the dropped samples carry, at the accuracy of its soft labels.
 
@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fer_robust.noise_benchmark.recipe import SETTINGS, RunSpec, build_run_config, warmup_epochs  # noqa: E402
+from fer_robust.noise_benchmark.recipe import (  # noqa: E402
+    SETTINGS, RunSpec, build_run_config, warmup_epochs)
 from fer_robust.noise_benchmark.comparison import TARGETS  # noqa: E402
 from fer_robust.config import StageConfig  # noqa: E402
 from fer_robust.engine.stages import Stage, StageInputs, registered_stage  # noqa: E402
@@ -107,15 +108,14 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
 
     baseline = json.loads(args.baseline_results.read_text()) if args.baseline_results else {}
+    warmup = args.warmup_epochs
+    if warmup is None:  # the stages do not depend on the label setting
+        warmup = warmup_epochs(build_run_config(args.config, RunSpec(args.settings[0], "full"),
+                                                args.size, args.out, args.overrides))
     report = {"provenance": provenance(argv, __file__, cpu=args.cpu),
-              "recipe": repo_relative(args.config), "warmup_epochs": args.warmup_epochs,
+              "recipe": repo_relative(args.config), "warmup_epochs": warmup,
               "size": args.size, "settings": {}}
     for setting in args.settings:
-        warmup = args.warmup_epochs
-        if warmup is None:
-            warmup = warmup_epochs(build_run_config(args.config, RunSpec(setting, "full"), args.size,
-                                                    args.out / setting, args.overrides))
-            report["warmup_epochs"] = warmup
         cfg = build_run_config(args.config, RunSpec(setting, "baseline"), args.size,
                                args.out / setting, args.overrides)
         total = sum(st.epochs for st in cfg.stages)
