@@ -2,12 +2,18 @@
 
     python benchmarks/split_analysis.py runs/benchmark_ferplus_full/runs/sym30-full
     python benchmarks/split_analysis.py runs/benchmark_ferplus_full/runs/sym30-full --epoch 10
+    python benchmarks/split_analysis.py runs/benchmark_ferplus_data/runs/annotator-full --epoch 12 \
+        --name data-annotator-full
 
 Reads one per-sample state of the run (``samples/epoch_XXX.npz``, the last one unless ``--epoch``
 names another: the pass the split saw, the given and the true labels) and re-runs the split on the
 same values with other settings. Prints, and saves to
-``benchmarks/results/split_analysis_<run>_epoch_XXX.json`` (or ``--out``):
+``benchmarks/results/split_analysis_<name>_epoch_XXX.json`` (``--out``; the name is the run
+directory's unless ``--name``):
 
+- the noise gate's reading of this pass (``robust.noise_gate``): the anchor-point estimate of the
+  share of wrong labels at the run's quantile and at the 90th to 99th percentile, beside the true
+  share, and whether the gate, reading this pass first, takes the labels as clean;
 - precision / recall / F1 / AUC of the per-class and of the global GMM, fitted on what the run's
   split fits on (``robust.split.loss``: the pass's cross-entropy or its class-relative form);
 - the F1 of the best single threshold on the cross-entropy and on the split's values, chosen with
@@ -32,6 +38,7 @@ from fer_robust.provenance import provenance, repo_relative
 from fer_robust.validation import load_config
 from fer_robust.robust.gmm_split import class_dependent_split, split_losses
 from fer_robust.robust.metrics import noise_detection_metrics, relabel_accuracy
+from fer_robust.robust.noise_rate import estimate_noise_rate
 from fer_robust.utils import atomic_write_json, json_safe
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,6 +50,8 @@ def main(argv=None) -> dict:
     p.add_argument("--epoch", type=int, default=None,
                    help="the pass of this epoch (default: the run's last saved pass)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON")
+    p.add_argument("--name", default=None,
+                   help="the run's name in the JSON's file name (default: the run directory's)")
     args = p.parse_args(argv)
     cfg = load_config(args.run_dir / "config.yaml")
     files = sorted((args.run_dir / "samples").glob("epoch_*.npz"), key=lambda f: int(f.stem[6:]))
@@ -73,6 +82,15 @@ def main(argv=None) -> dict:
                  "noise_rate": float(changed.mean()), "split_fits": cfg.robust.split.loss,
                  "model_accuracy_on_true_labels": float((pred == true).mean()),
                  "model_accuracy_on_changed_true_labels": float((pred[changed] == true[changed]).mean())}
+    gate = cfg.robust.noise_gate
+    if "prob" in z.files:
+        estimate = estimate_noise_rate(z["prob"], given, gate.anchor_quantile)
+        out["noise_gate"] = {
+            "threshold": gate.threshold, "anchor_quantile": gate.anchor_quantile,
+            "estimate": estimate,
+            "estimate_by_quantile": {str(q): estimate_noise_rate(z["prob"], given, q)
+                                     for q in (0.9, 0.95, 0.97, 0.99)},
+            "labels_taken_as_clean": bool(gate.threshold > 0 and estimate < gate.threshold)}
     for scope in ("class", "global"):
         split = class_dependent_split(fitted, given, num_classes,
                                       replace(cfg.robust.split, scope=scope))
@@ -98,7 +116,7 @@ def main(argv=None) -> dict:
                          "model_prediction_top1": float((pred[rel] == true[rel]).mean())}
     print(json.dumps(json_safe(out), indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"split_analysis_{args.run_dir.name}_{files[-1].stem}.json"
+    path = args.out / f"split_analysis_{args.name or args.run_dir.name}_{files[-1].stem}.json"
     atomic_write_json(path, json_safe(out))
     print(f"wrote {path}")
     return out

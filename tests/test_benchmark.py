@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from _ferplus_fixture import write_ferplus_fixture
 
-from fer_robust.noise_benchmark.recipe import (ABLATIONS, PEERS, RunSpec, build_run_config,
-                                               ignored_by, plan_runs)
+from fer_robust.noise_benchmark.recipe import (ABLATIONS, PEERS, RunSpec, applicable_ablations,
+                                               build_run_config, ignored_by, plan_runs)
 from fer_robust.noise_benchmark.comparison import compare
 from fer_robust.noise_benchmark.report import render_markdown, summarize_run
 from fer_robust.cli import benchmark as benchmark_cli
@@ -134,12 +134,27 @@ def test_each_ablation_switches_off_exactly_its_part():
     local = no["local"]
     assert not local.model.local_branch and not local.model.mim.enabled
     assert not {"local_ce", "mim"} & weights(local) and kinds(local) == kinds(full)
+    assert no["gate"].robust.noise_gate.threshold == 0.0 and weights(no["gate"]) == weights(full)
+    assert no["gate"].model == full.model and kinds(no["gate"]) == kinds(full)
     retrieval = no["retrieval"]  # soft labels from the model alone; the rest as in the full system
     assert retrieval.robust.relabel.model_weight == 1.0 and weights(retrieval) == weights(full)
     assert retrieval.model == full.model
     for a, cfg in no.items():  # everything else stays as in the full system
         assert cfg.model.arch == "two_branch" and cfg.optim == full.optim and cfg.data == full.data
         assert a == "flip_consistency" or cfg.robust.flip_consistency == full.robust.flip_consistency
+        assert a == "gate" or cfg.robust.noise_gate == full.robust.noise_gate
+
+
+def test_ablation_all_trains_the_parts_the_recipe_has_on():
+    # The recipe keeps the mirrored-view consistency off: `--ablation all` leaves it out rather
+    # than refusing the whole command; a recipe that turns it on gets its ablation too.
+    every = applicable_ablations(RECIPE, "full")
+    assert "flip_consistency" not in every
+    assert set(every) == set(ABLATIONS) - {"flip_consistency"}
+    assert "flip_consistency" in applicable_ablations(RECIPE, "full",
+                                                      ["robust.flip_consistency.weight=1.0"])
+    # ...and without a gate in the recipe there is no gate to switch off.
+    assert "gate" not in applicable_ablations(RECIPE, "quick", ["robust.noise_gate.threshold=0"])
 
 
 def test_unknown_settings_ablations_and_sizes_are_errors():
@@ -516,6 +531,17 @@ def test_split_choices_scores_each_setting_on_one_checkpoint(tmp_path, capsys):
     assert analysis["model_accuracy_on_changed_true_labels"] == pytest.approx(
         (state["pred"][moved] == state["true_labels"][moved]).mean())
     assert (tmp_path / "split_analysis_sym30-full_epoch_001.json").exists()
+    # The noise gate's reading of that pass is the one the run itself logged at that epoch.
+    logged = [json.loads(line) for line in
+              (out / "runs" / "sym30-full" / "metrics.jsonl").read_text().splitlines()]
+    gate = analysis["noise_gate"]
+    assert gate["estimate"] == pytest.approx(
+        next(r["noise_rate_estimate"] for r in logged if r["epoch"] == 1), abs=1e-6)
+    assert gate["labels_taken_as_clean"] == (gate["estimate"] < gate["threshold"])
+    renamed = load_benchmark_script("split_analysis").main(
+        [str(out / "runs" / "sym30-full"), "--epoch", "1", "--out", str(tmp_path), "--name", "tiny"])
+    assert renamed["noise_gate"] == gate
+    assert (tmp_path / "split_analysis_tiny_epoch_001.json").exists()
 
 
 def test_oracle_selection_trains_on_exactly_the_unchanged_labels(tmp_path):

@@ -80,8 +80,9 @@ from fer_robust.engine.inference import load_trained_model
 from fer_robust.engine.run_dir import hold_run_dir
 from fer_robust.engine.trainer import Trainer
 from fer_robust.noise_benchmark.recipe import (ABLATIONS, DEFAULT_VARIANTS, ONE_SETTING_VARIANTS,
-                                               SETTINGS, SIZES, VARIANTS, RunSpec, build_run_config,
-                                               ignored_by, parse_run_name, plan_runs)
+                                               SETTINGS, SIZES, VARIANTS, RunSpec,
+                                               applicable_ablations, build_run_config, ignored_by,
+                                               parse_run_name, plan_runs)
 from fer_robust.noise_benchmark.comparison import compare, targets_for
 from fer_robust.noise_benchmark.report import plot_setting_curves, render_markdown, summarize_run
 from fer_robust.provenance import (command_line, git_commit, machine_description, repo_relative,
@@ -126,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="same as --size quick: 3%% of the training split, half the epochs, batch 32")
     p.add_argument("--ablation", nargs="*", default=[], metavar="PART",
                    help=f"also train the full system with each PART off in turn: "
-                        f"{', '.join(ABLATIONS)} or all")
+                        f"{', '.join(ABLATIONS)}, or all (those the recipe has on)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: runs/benchmark_ferplus_<size>)")
     p.add_argument("--results-from", type=Path, default=None, metavar="JSON",
@@ -283,12 +284,13 @@ def plan_configs(args: argparse.Namespace, out: Path, recorded: dict | None = No
     its config before anything trains."""
     if not args.config.is_file():
         raise FileNotFoundError(f"recipe not found: {args.config}")
-    ablations = list(ABLATIONS) if args.ablation == ["all"] else list(dict.fromkeys(args.ablation))
-    specs = plan_runs(list(dict.fromkeys(args.settings)), ablations,
-                      list(dict.fromkeys(args.variants)), list(dict.fromkeys(args.seeds)))
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
+    ablations = (applicable_ablations(args.config, args.size, overrides) if args.ablation == ["all"]
+                 else list(dict.fromkeys(args.ablation)))
+    specs = plan_runs(list(dict.fromkeys(args.settings)), ablations,
+                      list(dict.fromkeys(args.variants)), list(dict.fromkeys(args.seeds)))
 
     def config_of(spec: RunSpec) -> Config:
         return build_run_config(args.config, spec, args.size, out / "runs" / spec.name, overrides)

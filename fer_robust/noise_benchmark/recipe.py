@@ -138,6 +138,13 @@ def _no_retrieval(cfg: Config) -> None:
     cfg.robust.relabel.model_weight = 1.0
 
 
+def _no_gate(cfg: Config) -> None:
+    # The split and relabelling run whatever the first robust pass estimates of the labels' noise
+    # (robust.noise_gate): the full system where the gate opens, its robust stages forced open
+    # where the gate would take the labels as clean.
+    cfg.robust.noise_gate.threshold = 0.0
+
+
 def _no_flip_consistency(cfg: Config) -> None:
     # No mirrored view and no erasing in the robust stages (robust.flip_consistency).
     cfg.robust.flip_consistency.weight = 0.0
@@ -146,7 +153,7 @@ def _no_flip_consistency(cfg: Config) -> None:
 # Ablation name -> edit of the full system's config.
 ABLATIONS: dict[str, Callable[[Config], None]] = {
     "mim": _no_mim, "arm": _no_arm, "local": _no_local, "dcl": _no_dcl,
-    "retrieval": _no_retrieval, "relabel": _no_relabel, "gmm": _no_gmm,
+    "retrieval": _no_retrieval, "relabel": _no_relabel, "gmm": _no_gmm, "gate": _no_gate,
     "flip_consistency": _no_flip_consistency,
 }
 
@@ -300,6 +307,22 @@ def plan_runs(settings: list[str], ablations: list[str],
         for setting in settings:
             runs += [RunSpec(setting, f"no_{a}", seed) for a in ablations]
     return runs
+
+
+def applicable_ablations(recipe: str | Path, size: str, overrides: list[str] | None = None
+                         ) -> list[str]:
+    """The ablations that switch off a part the recipe (at this size, with these overrides) has
+    on: what ``--ablation all`` trains. A part the recipe keeps off (``flip_consistency`` in
+    ``benchmark_ferplus.yaml``) has nothing to switch off."""
+    full = build_run_config(recipe, RunSpec("clean", "full"), size, "ablation-check", overrides)
+    before = config_to_dict(full)
+    applicable = []
+    for name, edit in ABLATIONS.items():
+        cfg = copy.deepcopy(full)
+        edit(cfg)
+        if config_to_dict(cfg) != before:
+            applicable.append(name)
+    return applicable
 
 
 def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: str | Path,
