@@ -18,7 +18,10 @@ class shares (a class with few images, whose anchors are mostly other classes' i
 little as its images do). The estimate also counts what the model cannot yet tell apart, so it is
 not zero on clean labels: at the end of the FERPlus recipe's warm-up it reads 0.106 on clean
 labels, 0.194 under one tagger's vote (19% of the labels differ from the majority) and 0.447
-under 30% symmetric noise.
+under 30% symmetric noise. On the whole training split one tagger's vote reads 0.111: that noise
+sits on the ambiguous faces, while the anchors are the faces every tagger agrees on, of which a
+model trained on more images is surer, so the estimate of such noise falls with the model's
+strength (docs/noise_benchmark.md, "The noise gate at this size").
 
 :class:`NoiseGate` (``robust.noise_gate``) reads the estimate of the first robust pass, made by
 the model at the end of its warm-up before it fits any noise, and keeps that reading for the rest
