@@ -38,7 +38,7 @@ from fer_robust.provenance import provenance, repo_relative
 from fer_robust.validation import load_config
 from fer_robust.robust.gmm_split import class_dependent_split, split_losses
 from fer_robust.robust.metrics import noise_detection_metrics, relabel_accuracy
-from fer_robust.robust.noise_rate import estimate_noise_rate
+from fer_robust.robust.noise_rate import NoiseGate, estimate_noise_rate
 from fer_robust.utils import atomic_write_json, json_safe
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,15 +82,15 @@ def main(argv=None) -> dict:
                  "noise_rate": float(changed.mean()), "split_fits": cfg.robust.split.loss,
                  "model_accuracy_on_true_labels": float((pred == true).mean()),
                  "model_accuracy_on_changed_true_labels": float((pred[changed] == true[changed]).mean())}
-    gate = cfg.robust.noise_gate
     if "prob" in z.files:
-        estimate = estimate_noise_rate(z["prob"], given, gate.anchor_quantile)
+        # The run's gate, reading this pass as its first.
+        gate = NoiseGate(cfg.robust.noise_gate.threshold, cfg.robust.noise_gate.anchor_quantile)
         out["noise_gate"] = {
-            "threshold": gate.threshold, "anchor_quantile": gate.anchor_quantile,
-            "estimate": estimate,
+            "threshold": gate.threshold, "anchor_quantile": gate.quantile,
+            "estimate": gate.observe(z["prob"], given),
             "estimate_by_quantile": {str(q): estimate_noise_rate(z["prob"], given, q)
                                      for q in (0.9, 0.95, 0.97, 0.99)},
-            "labels_taken_as_clean": bool(gate.threshold > 0 and estimate < gate.threshold)}
+            "labels_taken_as_clean": gate.labels_look_clean}
     for scope in ("class", "global"):
         split = class_dependent_split(fitted, given, num_classes,
                                       replace(cfg.robust.split, scope=scope))

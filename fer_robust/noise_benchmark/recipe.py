@@ -315,14 +315,14 @@ def applicable_ablations(recipe: str | Path, size: str, overrides: list[str] | N
     on: what ``--ablation all`` trains. A part the recipe keeps off (``flip_consistency`` in
     ``benchmark_ferplus.yaml``) has nothing to switch off."""
     full = build_run_config(recipe, RunSpec("clean", "full"), size, "ablation-check", overrides)
-    before = config_to_dict(full)
-    applicable = []
-    for name, edit in ABLATIONS.items():
-        cfg = copy.deepcopy(full)
-        edit(cfg)
-        if config_to_dict(cfg) != before:
-            applicable.append(name)
-    return applicable
+    return [part for part in ABLATIONS if _switch_off(copy.deepcopy(full), part)]
+
+
+def _switch_off(cfg: Config, part: str) -> bool:
+    """Apply ablation ``part`` to ``cfg`` in place; whether that changed anything."""
+    before = config_to_dict(cfg)
+    ABLATIONS[part](cfg)
+    return config_to_dict(cfg) != before
 
 
 def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: str | Path,
@@ -353,9 +353,7 @@ def build_run_config(recipe: str | Path, spec: RunSpec, size: str, output_dir: s
     elif spec.variant in REFERENCES:
         REFERENCES[spec.variant](cfg)
     elif spec.variant.startswith("no_") and spec.variant[3:] in ABLATIONS:
-        before = config_to_dict(cfg)
-        ABLATIONS[spec.variant[3:]](cfg)
-        if config_to_dict(cfg) == before:
+        if not _switch_off(cfg, spec.variant[3:]):
             raise ConfigError(f"ablation {spec.variant[3:]!r} changes nothing in this recipe (is the "
                               "part already off?)")
     elif spec.variant != "full":
