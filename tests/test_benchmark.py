@@ -145,12 +145,15 @@ def test_each_ablation_switches_off_exactly_its_part():
         assert a == "gate" or cfg.robust.noise_gate == full.robust.noise_gate
 
 
-def test_ablation_all_trains_the_parts_the_recipe_has_on():
+def test_ablation_all_trains_the_parts_the_recipe_has_on(tmp_path):
     # The recipe keeps the mirrored-view consistency off: `--ablation all` leaves it out rather
     # than refusing the whole command; a recipe that turns it on gets its ablation too.
     every = applicable_ablations(RECIPE, "full")
     assert "flip_consistency" not in every
     assert set(every) == set(ABLATIONS) - {"flip_consistency"}
+    names, _, _ = benchmark_cli.plan_configs(
+        benchmark_cli.parse_args(["--settings", "sym30", "--ablation", "all"]), tmp_path)
+    assert {n for n in names if "-no_" in n} == {f"sym30-no_{a}" for a in every}
     assert "flip_consistency" in applicable_ablations(RECIPE, "full",
                                                       ["robust.flip_consistency.weight=1.0"])
     # ...and without a gate in the recipe there is no gate to switch off.
